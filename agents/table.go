@@ -1,0 +1,145 @@
+package agents
+
+import (
+	"io/fs"
+	"path/filepath"
+	"sort"
+)
+
+// Env is what discovery reads of the host: the home directory and the
+// environment. Tests give a throwaway home and their own variables.
+type Env struct {
+	Home string
+	// Getenv reads a variable; nil means none is set.
+	Getenv func(string) string
+}
+
+func (e Env) get(k string) string {
+	if e.Getenv == nil {
+		return ""
+	}
+	return e.Getenv(k)
+}
+
+// dirFromEnv is $name when set and absolute, else the home-relative default.
+func (e Env) dirFromEnv(name, def string) string {
+	if v := e.get(name); v != "" && filepath.IsAbs(v) {
+		return filepath.Clean(v)
+	}
+	return filepath.Join(e.Home, def)
+}
+
+// CleanOptions parameterise config cleaning.
+type CleanOptions struct {
+	// ContainerHome is the home directory inside the container, for configs
+	// that record per-directory state (Claude's "projects").
+	ContainerHome string
+}
+
+// FileSpec is one file an agent keeps.
+type FileSpec struct {
+	// Locate gives the file's absolute path on the host.
+	Locate func(Env) string
+	// Target is the path relative to the container user's home.
+	Target string
+	// Src is the path relative to the staging dir for strategies bind and
+	// copy. For bind-dir the credential lands at SrcDir/<base of the host
+	// file>, so the directory mount target is SrcDir.
+	Src    string
+	SrcDir string
+	// Mode is the mode the file gets in the container.
+	Mode fs.FileMode
+	// Clean turns a host config into the container's; nil copies it as is.
+	// Configs only.
+	Clean func(data []byte, opts CleanOptions) ([]byte, error)
+}
+
+// Agent is one supported coding agent.
+type Agent struct {
+	Name string
+	// Strategy is the credential's default strategy (bind or bind-dir).
+	Strategy string
+	// Format is the credential format name for Classify.
+	Format     string
+	Credential FileSpec
+	Configs    []FileSpec
+}
+
+// table is every supported agent. Keep entries in the order users know them.
+var table = []Agent{
+	{
+		Name: "claude", Strategy: "bind-dir", Format: "claude",
+		Credential: FileSpec{
+			Locate: func(e Env) string {
+				return filepath.Join(e.dirFromEnv("CLAUDE_CONFIG_DIR", ".claude"), ".credentials.json")
+			},
+			Target: ".claude/.credentials.json", Src: "claude/credentials.json", SrcDir: "claude/config-dir", Mode: 0o600,
+		},
+		Configs: []FileSpec{{
+			Locate: func(e Env) string {
+				if d := e.get("CLAUDE_CONFIG_DIR"); d != "" && filepath.IsAbs(d) {
+					return filepath.Join(d, ".claude.json")
+				}
+				return filepath.Join(e.Home, ".claude.json")
+			},
+			Target: ".claude.json", Src: "claude/config.json", Mode: 0o644, Clean: CleanClaudeJSON,
+		}},
+	},
+	{
+		Name: "codex", Strategy: "bind", Format: "codex",
+		Credential: FileSpec{
+			Locate: func(e Env) string { return filepath.Join(e.dirFromEnv("CODEX_HOME", ".codex"), "auth.json") },
+			Target: ".codex/auth.json", Src: "codex/auth.json", SrcDir: "codex/home", Mode: 0o600,
+		},
+		Configs: []FileSpec{{
+			Locate: func(e Env) string { return filepath.Join(e.dirFromEnv("CODEX_HOME", ".codex"), "config.toml") },
+			Target: ".codex/config.toml", Src: "codex/config.toml", Mode: 0o644, Clean: CleanCodexTOML,
+		}},
+	},
+	{
+		Name: "gemini", Strategy: "bind", Format: "gemini",
+		Credential: FileSpec{
+			Locate: func(e Env) string { return filepath.Join(e.Home, ".gemini", "oauth_creds.json") },
+			Target: ".gemini/oauth_creds.json", Src: "gemini/oauth_creds.json", SrcDir: "gemini/dir", Mode: 0o600,
+		},
+		Configs: []FileSpec{
+			{
+				Locate: func(e Env) string { return filepath.Join(e.Home, ".gemini", "google_accounts.json") },
+				Target: ".gemini/google_accounts.json", Src: "gemini/google_accounts.json", Mode: 0o644,
+			},
+			{
+				Locate: func(e Env) string { return filepath.Join(e.Home, ".gemini", "settings.json") },
+				Target: ".gemini/settings.json", Src: "gemini/settings.json", Mode: 0o644,
+			},
+		},
+	},
+	{
+		Name: "opencode", Strategy: "bind", Format: "opencode",
+		Credential: FileSpec{
+			Locate: func(e Env) string {
+				return filepath.Join(e.dirFromEnv("XDG_DATA_HOME", ".local/share"), "opencode", "auth.json")
+			},
+			Target: ".local/share/opencode/auth.json", Src: "opencode/auth.json", SrcDir: "opencode/dir", Mode: 0o600,
+		},
+	},
+}
+
+// Lookup finds an agent by name.
+func Lookup(name string) (Agent, bool) {
+	for _, a := range table {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Agent{}, false
+}
+
+// Names lists the supported agents, sorted.
+func Names() []string {
+	out := make([]string, len(table))
+	for i, a := range table {
+		out[i] = a.Name
+	}
+	sort.Strings(out)
+	return out
+}

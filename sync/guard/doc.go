@@ -1,0 +1,2 @@
+// Package guard is the credential guard that runs inside caw-init as root.
+package guard
