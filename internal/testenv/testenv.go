@@ -59,12 +59,8 @@ func LookPath(t testing.TB, cmd, pkg string) string {
 func Busybox(t testing.TB) string {
 	t.Helper()
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		if out, err := exec.Command("file", "-L", p).Output(); err == nil && strings.Contains(string(out), "statically linked") {
+		if isStatic(p) {
 			return p
-		} else if err != nil {
-			if _, serr := os.Stat(p); serr == nil && isStatic(p) {
-				return p
-			}
 		}
 	}
 	missing(t, "this test needs a static busybox: apt-get install busybox-static")
