@@ -1,0 +1,38 @@
+# caw: the host CLI `caw` and the container init `caw-init`.
+GO       ?= go
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+GOFLAGS_STATIC = -trimpath -ldflags='-s -w'
+
+.PHONY: all build install demo test bench fuzz vet clean
+
+all: build
+
+# Static binaries into ./bin (caw-init must be static: it runs FROM scratch).
+build:
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_STATIC) -o bin/ ./cmd/caw ./cmd/caw-init
+
+install: build
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 bin/caw bin/caw-init $(DESTDIR)$(BINDIR)/
+
+# The main job on a throwaway home: installs both binaries, then runs the demo.
+demo: install
+	./scripts/deps.sh
+	$(GO) run ./demo
+
+# Every test: unit, namespaces, Docker end to end, bounded torture. Needs root and Docker.
+test:
+	./scripts/deps.sh
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 60m ./...
+
+bench: build
+	$(GO) run ./bench
+
+vet:
+	$(GO) vet ./...
+	test -z "$$(gofmt -l .)"
+
+clean:
+	rm -rf bin
