@@ -1,0 +1,312 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/caw-dev/caw/agents"
+	"github.com/caw-dev/caw/host"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes, documented in --help.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const exitCodesHelp = `EXIT CODES:
+   0  success
+   1  error (nothing usable to set up, a missing host credential, status --check found a credential that is not valid, ...)
+   2  usage (unknown command, flag, agent, strategy or format)`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.Run(args)
+	if err == nil {
+		return exitOK
+	}
+	var ue *host.UsageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "caw: %v\nRun 'caw --help' for usage.\n", err)
+		return exitUsage
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintf(stderr, "caw: %s\n", msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintf(stderr, "caw: error: %v\n", err)
+	return exitError
+}
+
+func usageErr(c *cli.Context, err error, _ bool) error {
+	return &host.UsageError{Msg: err.Error()}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	cmds := commands()
+	return &cli.App{
+		Name:                  "caw",
+		Usage:                 "share coding-agent logins with Docker containers without copying secrets",
+		Version:               version,
+		HideVersion:           true,
+		EnableBashCompletion:  true,
+		Writer:                stdout,
+		ErrWriter:             stderr,
+		CustomAppHelpTemplate: cli.AppHelpTemplate + exitCodesHelp + "\n",
+		ExitErrHandler:        func(*cli.Context, error) {},
+		OnUsageError:          usageErr,
+		Commands: append(cmds, &cli.Command{
+			Name:        "auth",
+			Usage:       "the same commands, for users of the original caw auth",
+			Subcommands: commands(),
+			Action:      noCommand,
+		}),
+		Action: noCommand,
+	}
+}
+
+func noCommand(c *cli.Context) error {
+	if c.Args().Present() {
+		return &host.UsageError{Msg: fmt.Sprintf("unknown command %q", c.Args().First())}
+	}
+	_ = cli.ShowSubcommandHelp(c)
+	return &host.UsageError{Msg: "no command given"}
+}
+
+func authDirFlag() cli.Flag {
+	return &cli.StringFlag{Name: "auth-dir", EnvVars: []string{"CAW_AUTH_DIR"}, Usage: "staging dir (default ~/.caw/auth)"}
+}
+
+func authDir(c *cli.Context) (string, error) {
+	if d := c.String("auth-dir"); d != "" {
+		return d, nil
+	}
+	home, _ := os.UserHomeDir()
+	return host.DefaultAuthDir(nil, home)
+}
+
+func agentsFlag(usage string) cli.Flag {
+	return &cli.StringSliceFlag{Name: "agents", Usage: usage + " (" + strings.Join(agents.Names(), ", ") + ", or all)"}
+}
+
+// noArgs makes stray positional arguments a usage error.
+func noArgs(action cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.Args().Present() {
+			return &host.UsageError{Msg: fmt.Sprintf("%s: unexpected argument %q", c.Command.Name, c.Args().First())}
+		}
+		return action(c)
+	}
+}
+
+func commands() []*cli.Command {
+	withUsage := func(c *cli.Command) *cli.Command {
+		c.OnUsageError = usageErr
+		c.CustomHelpTemplate = cli.CommandHelpTemplate + exitCodesHelp + "\n"
+		c.Action = noArgs(c.Action)
+		return c
+	}
+	return []*cli.Command{
+		withUsage(&cli.Command{
+			Name:  "setup",
+			Usage: "stage configs and credential mount targets (no secrets) in the staging dir",
+			Description: "Finds each agent's credential and configs under the source home, writes cleaned configs,\n" +
+				"an empty mount target per credential and manifest.json into a new staging dir, then swaps\n" +
+				"it in atomically (a failed setup leaves the previous one intact). Host files are only read.",
+			Flags: []cli.Flag{
+				authDirFlag(),
+				agentsFlag("agents to set up; default: every agent whose credential exists"),
+				&cli.StringFlag{Name: "source-home", Usage: "host home to read the agents' files from (default $HOME)"},
+				&cli.StringFlag{Name: "container-home", Value: host.DefaultContainerHome, Usage: "the container user's home"},
+				&cli.StringFlag{Name: "user", Usage: "container user caw-init runs the command as (recorded in the manifest)"},
+				&cli.StringSliceFlag{Name: "strategy", Usage: "AGENT=STRATEGY, credential strategy bind or bind-dir (repeatable)"},
+			},
+			Action: cmdSetup,
+		}),
+		withUsage(&cli.Command{
+			Name:  "status",
+			Usage: "show every managed file, its source of truth, age and token state",
+			Flags: []cli.Flag{
+				authDirFlag(),
+				agentsFlag("agents to show; default: all staged"),
+				&cli.BoolFlag{Name: "json", Usage: "print the documented JSON report (schema 1) instead of a table"},
+				&cli.BoolFlag{Name: "check", Usage: "exit 1 unless every credential is valid"},
+			},
+			Action: cmdStatus,
+		}),
+		withUsage(&cli.Command{
+			Name:  "docker-flags",
+			Usage: "print the docker run mounts: staging read-only, each credential read-write",
+			Description: "shell: for docker run $(caw docker-flags) IMAGE; refuses paths that word splitting or globbing\n" +
+				"would break (use json then). json: an argv array. compose: a volumes: snippet.\n" +
+				"devcontainer: a \"mounts\" array.",
+			Flags: []cli.Flag{
+				authDirFlag(),
+				&cli.StringFlag{Name: "format", Value: host.FormatShell, Usage: "one of " + strings.Join(host.Formats, ", ")},
+			},
+			Action: cmdDockerFlags,
+		}),
+		withUsage(&cli.Command{
+			Name:  "teardown",
+			Usage: "remove the staging dir (host credentials are never touched)",
+			Flags: []cli.Flag{
+				authDirFlag(),
+				&cli.BoolFlag{Name: "dry-run", Usage: "say what would be removed, remove nothing"},
+				&cli.BoolFlag{Name: "force", Usage: "remove even while a host credential is a symlink into the staging dir"},
+			},
+			Action: cmdTeardown,
+		}),
+		withUsage(&cli.Command{
+			Name:  "version",
+			Usage: "print caw's version",
+			Action: func(c *cli.Context) error {
+				fmt.Fprintf(c.App.Writer, "caw %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+				return nil
+			},
+		}),
+	}
+}
+
+func cmdSetup(c *cli.Context) error {
+	dir, err := authDir(c)
+	if err != nil {
+		return err
+	}
+	names, err := host.ParseAgents(c.StringSlice("agents"))
+	if err != nil {
+		return err
+	}
+	strats, err := host.ParseStrategies(c.StringSlice("strategy"))
+	if err != nil {
+		return err
+	}
+	src := c.String("source-home")
+	if src == "" {
+		src, _ = os.UserHomeDir()
+	}
+	res, err := host.Setup(host.SetupOptions{
+		AuthDir: dir, SourceHome: src, ContainerHome: c.String("container-home"), User: c.String("user"),
+		Agents: names, Strategies: strats, Getenv: os.Getenv,
+	})
+	if res != nil {
+		for _, w := range res.Warnings {
+			fmt.Fprintf(c.App.ErrWriter, "caw: warning: %s\n", w)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	w := c.App.Writer
+	fmt.Fprintf(w, "Staged in %s (no secrets; credentials stay on the host):\n", res.AuthDir)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, a := range res.Agents {
+		fmt.Fprintf(tw, "  %s\tcredential\t%s\t%s\t%s\n", a.Name, a.Strategy, a.Credential, a.Status.Describe(now))
+		for _, cf := range a.Configs {
+			fmt.Fprintf(tw, "  %s\tconfig\tcopy\t%s\tcleaned\n", a.Name, cf)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "Run a container with: docker run $(caw docker-flags) IMAGE\n")
+	return nil
+}
+
+func cmdStatus(c *cli.Context) error {
+	dir, err := authDir(c)
+	if err != nil {
+		return err
+	}
+	names, err := host.ParseAgents(c.StringSlice("agents"))
+	if err != nil {
+		return err
+	}
+	rep, err := host.Status(host.StatusOptions{AuthDir: dir, Agents: names})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		out, err := rep.JSON()
+		if err != nil {
+			return err
+		}
+		c.App.Writer.Write(out)
+	} else if err := rep.WriteTable(c.App.Writer); err != nil {
+		return err
+	}
+	if c.Bool("check") && !rep.OK {
+		return cli.Exit("check failed: not every credential is valid", exitError)
+	}
+	return nil
+}
+
+func cmdDockerFlags(c *cli.Context) error {
+	dir, err := authDir(c)
+	if err != nil {
+		return err
+	}
+	format := c.String("format")
+	if !contains(host.Formats, format) {
+		return &host.UsageError{Msg: fmt.Sprintf("unknown --format %q (want one of %s)", format, strings.Join(host.Formats, ", "))}
+	}
+	mounts, err := host.DockerFlags(dir)
+	if err != nil {
+		return err
+	}
+	out, err := host.Render(mounts, format)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(c.App.Writer, out)
+	return err
+}
+
+func cmdTeardown(c *cli.Context) error {
+	dir, err := authDir(c)
+	if err != nil {
+		return err
+	}
+	home, _ := os.UserHomeDir()
+	res, err := host.Teardown(host.TeardownOptions{
+		AuthDir: dir, DryRun: c.Bool("dry-run"), Force: c.Bool("force"), Home: home, Getenv: os.Getenv,
+	})
+	w := c.App.Writer
+	if res != nil && len(res.Symlinks) > 0 && err == nil {
+		fmt.Fprintf(c.App.ErrWriter, "caw: warning: --force: %s will dangle; log those agents in again\n", strings.Join(res.Symlinks, ", "))
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case !res.Existed:
+		fmt.Fprintf(w, "Nothing to remove: %s does not exist\n", res.AuthDir)
+	case c.Bool("dry-run"):
+		fmt.Fprintf(w, "Would remove %s (dry run; nothing removed)\n", res.AuthDir)
+	default:
+		fmt.Fprintf(w, "Removed %s (host credentials untouched)\n", res.AuthDir)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

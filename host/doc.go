@@ -1,0 +1,55 @@
+// Package host is caw's host side: the Go API that the `caw` command is a thin
+// layer over. It owns the staging dir (default ~/.caw/auth, $CAW_AUTH_DIR):
+//
+//   - Setup finds each agent's files under a source home (via the agents
+//     table), writes cleaned configs, an empty placeholder at every
+//     credential's mount target and manifest.json into a fresh sibling
+//     directory, and swaps it in atomically. No secret ever lands in staging.
+//   - Status reports every managed file, reading credentials from the host
+//     (their source of truth), never from staging.
+//   - DockerFlags gives the mounts a container needs: the staging dir
+//     read-only at /tmp/caw_auth and each credential read-write at its place
+//     under it; Render prints them as shell words, a JSON argv array, a
+//     compose volumes: snippet or a devcontainer "mounts" array.
+//   - Teardown removes the staging dir and never touches host credentials.
+//
+// # Staging layout
+//
+//	$CAW_AUTH_DIR/                 0700
+//	  manifest.json                0600
+//	  claude/config.json           0600 cleaned ~/.claude.json (copy)
+//	  claude/config-dir/           0700 empty: mount target of ~/.claude (bind-dir)
+//	  codex/auth.json              0600 empty: mount target of ~/.codex/auth.json (bind)
+//	  codex/config.toml            0600 cleaned config (copy)
+//
+// # status --json schema (version 1)
+//
+// StatusReport is encoded as one JSON object. Fields are never removed or
+// renamed within a schema version; new fields may be added.
+//
+//	{
+//	  "schema": 1,
+//	  "auth_dir": "/home/alice/.caw/auth",      // staging dir
+//	  "host_home": "/home/alice",               // from the manifest
+//	  "container_home": "/home/playground",     // from the manifest
+//	  "created_at": "2026-11-30T08:00:00Z",      // when setup ran (as written)
+//	  "ok": true,                                // every credential valid (what --check tests)
+//	  "files": [{
+//	    "agent": "claude",
+//	    "file": ".claude/.credentials.json",     // path in the container home
+//	    "type": "credential",                    // credential | config
+//	    "strategy": "bind-dir",                  // bind | bind-dir | copy
+//	    "source": "/home/alice/.claude/.credentials.json", // host path, or "staged"
+//	    "path": "/home/alice/.claude/.credentials.json",   // the file status read
+//	    "exists": true,
+//	    "modified": "2026-11-30T07:58:00Z",      // RFC 3339, null when missing
+//	    "modified_ago": "2m",                    // "" when missing
+//	    "state": "valid",                        // credentials: valid | expired | logged-out |
+//	                                             // invalid | empty | missing; configs: "" (not classified)
+//	    "expires_at": "2026-11-30T13:00:00Z",    // null when unknown or not a credential
+//	    "token": "valid (5h 2m left)"            // human text, "-" for configs
+//	  }]
+//	}
+//
+// No field ever holds a token or any other secret.
+package host

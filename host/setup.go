@@ -1,0 +1,317 @@
+package host
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/caw-dev/caw/agents"
+	"github.com/caw-dev/caw/manifest"
+)
+
+// SetupOptions are caw setup's inputs.
+type SetupOptions struct {
+	// AuthDir is the staging dir to (re)create.
+	AuthDir string
+	// SourceHome is the host home the agents' files are found under.
+	SourceHome string
+	// ContainerHome is the container user's home (default /home/playground).
+	ContainerHome string
+	// User is the container user recorded in the manifest (optional).
+	User string
+	// Agents to set up; nil means every agent whose credential exists.
+	Agents []string
+	// Strategies overrides an agent's credential strategy (bind, bind-dir).
+	Strategies map[string]string
+	// Getenv reads CLAUDE_CONFIG_DIR, CODEX_HOME, XDG_DATA_HOME; nil: none set.
+	Getenv func(string) string
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// StagedAgent is one agent setup staged.
+type StagedAgent struct {
+	Name       string
+	Strategy   string
+	Credential string        // host path
+	Status     agents.Status // of the host credential at setup time
+	Configs    []string      // host paths of the configs staged
+}
+
+// SetupResult says what setup did.
+type SetupResult struct {
+	AuthDir  string
+	Manifest *manifest.Manifest
+	Agents   []StagedAgent
+	// Warnings are problems that did not stop setup: skipped agents and
+	// files, credentials that are not valid.
+	Warnings []string
+}
+
+// Setup stages the agents' configs and credential mount targets in
+// opts.AuthDir, replacing any previous staging atomically: a failed Setup
+// leaves the previous staging as it was.
+func Setup(opts SetupOptions) (*SetupResult, error) {
+	if opts.AuthDir == "" {
+		return nil, errors.New("setup: no staging dir given")
+	}
+	authDir, err := absClean(opts.AuthDir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.SourceHome == "" {
+		return nil, usagef("no source home: $HOME is not set (pass --source-home)")
+	}
+	srcHome, err := absClean(opts.SourceHome)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(srcHome); err != nil || !fi.IsDir() {
+		return nil, usagef("--source-home %s is not a directory", srcHome)
+	}
+	ctrHome := opts.ContainerHome
+	if ctrHome == "" {
+		ctrHome = DefaultContainerHome
+	}
+	if !path.IsAbs(ctrHome) || path.Clean(ctrHome) != ctrHome || strings.ContainsAny(ctrHome, "\x00\n") {
+		return nil, usagef("--container-home %q: want a clean absolute path such as %s", ctrHome, DefaultContainerHome)
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	res := &SetupResult{AuthDir: authDir}
+	warn := func(format string, args ...any) { res.Warnings = append(res.Warnings, fmt.Sprintf(format, args...)) }
+
+	names, explicit := opts.Agents, len(opts.Agents) > 0
+	if !explicit {
+		names = agents.Names()
+	}
+	env := agents.Env{Home: srcHome, Getenv: opts.Getenv}
+	m := &manifest.Manifest{
+		Version: manifest.Version, CreatedAt: now().UTC().Format(time.RFC3339),
+		HostHome: srcHome, ContainerHome: ctrHome, MountPoint: manifest.DefaultMountPoint,
+		User: opts.User, Agents: map[string]manifest.Agent{},
+	}
+	type staged struct {
+		src  string
+		data []byte // nil: empty placeholder file
+		dir  bool   // placeholder directory
+	}
+	var files []staged
+	for _, name := range names {
+		a, ok := agents.Lookup(name)
+		if !ok {
+			return nil, usagef("unknown agent %q (available: %s, or all)", name, strings.Join(agents.Names(), ", "))
+		}
+		strat := a.Strategy
+		if s, ok := opts.Strategies[name]; ok {
+			strat = s
+		}
+		credPath := a.Credential.Locate(env)
+		data, _, err := readRegular(credPath, maxCredentialSize, true)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				if explicit {
+					warn("%s: no credential at %s, skipped (log in to %s on this host first)", name, credPath, name)
+				}
+			} else {
+				warn("%s: cannot use the credential %s, skipped: %v", name, credPath, trimPathErr(err))
+			}
+			continue
+		}
+		st := agents.Classify(a.Format, data, now())
+		if !st.State.Usable() {
+			warn("%s: the credential %s is %s; staged anyway, but the container will need a fresh login (log in again on the host)",
+				name, credPath, st.Describe(now()))
+		}
+		cred := manifest.File{
+			ContainerTarget: a.Credential.Target, HostOriginal: relToHome(srcHome, credPath),
+			Type: manifest.TypeCredential, Strategy: strat, Mode: fmt.Sprintf("%04o", a.Credential.Mode), Format: a.Format,
+		}
+		if strat == manifest.StrategyBindDir {
+			cred.Src = path.Join(a.Credential.SrcDir, filepath.Base(credPath))
+			files = append(files, staged{src: a.Credential.SrcDir, dir: true})
+		} else {
+			cred.Src = a.Credential.Src
+			files = append(files, staged{src: cred.Src})
+		}
+		ag := manifest.Agent{Files: []manifest.File{cred}}
+		sa := StagedAgent{Name: name, Strategy: strat, Credential: credPath, Status: st}
+		for _, c := range a.Configs {
+			p := c.Locate(env)
+			raw, _, err := readRegular(p, maxConfigSize, false)
+			if errors.Is(err, fs.ErrNotExist) {
+				warn("%s: no config at %s, skipped", name, p)
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: config %s: %v (fix or remove it, or leave %s out with --agents)", name, p, trimPathErr(err), name)
+			}
+			out := raw
+			if c.Clean != nil {
+				out, err = c.Clean(raw, agents.CleanOptions{ContainerHome: ctrHome})
+				if err != nil {
+					return nil, fmt.Errorf("%s: config %s: %v (fix the file, or leave %s out with --agents)", name, p, err, name)
+				}
+			}
+			ag.Files = append(ag.Files, manifest.File{
+				Src: c.Src, ContainerTarget: c.Target, HostOriginal: relToHome(srcHome, p),
+				Type: manifest.TypeConfig, Strategy: manifest.StrategyCopy, Mode: fmt.Sprintf("%04o", c.Mode),
+			})
+			files = append(files, staged{src: c.Src, data: out})
+			sa.Configs = append(sa.Configs, p)
+		}
+		m.Agents[name] = ag
+		res.Agents = append(res.Agents, sa)
+	}
+	if len(m.Agents) == 0 {
+		if explicit {
+			return res, fmt.Errorf("no agent to set up: none of %s has a usable credential under %s", strings.Join(names, ", "), srcHome)
+		}
+		return res, fmt.Errorf("no agent to set up: found no credential of %s under %s (log in to an agent first, or pass --source-home)",
+			strings.Join(agents.Names(), ", "), srcHome)
+	}
+	mdata, err := m.Marshal()
+	if err != nil {
+		return res, fmt.Errorf("setup: %w", err)
+	}
+	err = replaceDir(authDir, func(root *os.Root) error {
+		for _, f := range files {
+			if err := root.MkdirAll(path.Dir(f.src), 0o700); err != nil {
+				return err
+			}
+			if f.dir {
+				if err := root.Mkdir(f.src, 0o700); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := writeNew(root, f.src, f.data); err != nil {
+				return err
+			}
+		}
+		return writeNew(root, manifest.FileName, mdata)
+	})
+	if err != nil {
+		return res, err
+	}
+	res.Manifest = m
+	return res, nil
+}
+
+func trimPathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// relToHome is p relative to home when it lies below it, else p (absolute),
+// in the manifest's slash form.
+func relToHome(home, p string) string {
+	r, err := filepath.Rel(home, p)
+	if err != nil || r == "." || r == ".." || strings.HasPrefix(r, "../") {
+		return filepath.ToSlash(p)
+	}
+	return filepath.ToSlash(r)
+}
+
+func writeNew(root *os.Root, name string, data []byte) error {
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// replaceDir builds a new directory beside dir with fill, then puts it in
+// dir's place: with one atomic exchange where the filesystem supports it,
+// else by renaming the old one aside first. On any error before the swap the
+// old directory is untouched and the new one removed.
+func replaceDir(dir string, fill func(*os.Root) error) error {
+	parent, base := filepath.Split(dir)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", parent, err)
+	}
+	exists, err := checkStagingDir(dir)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+base+".new-")
+	if err != nil {
+		return fmt.Errorf("create staging beside %s: %w", dir, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	root, err := os.OpenRoot(tmp)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", tmp, err)
+	}
+	err = fill(root)
+	root.Close()
+	if err != nil {
+		return fmt.Errorf("write staging %s: %w", tmp, err)
+	}
+	if !exists {
+		if err := os.Rename(tmp, dir); err != nil {
+			return fmt.Errorf("put staging in place: %w", err)
+		}
+		committed = true
+		return nil
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE); err == nil {
+		// tmp now holds the old staging.
+		committed = true
+		if err := os.RemoveAll(tmp); err != nil {
+			return fmt.Errorf("remove the old staging %s: %w", tmp, err)
+		}
+		return nil
+	}
+	old := filepath.Join(parent, "."+base+".old-"+randHex())
+	if err := os.Rename(dir, old); err != nil {
+		return fmt.Errorf("move the old staging aside: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if rerr := os.Rename(old, dir); rerr != nil {
+			return fmt.Errorf("put staging in place: %w (and restoring the old one from %s failed: %v)", err, old, rerr)
+		}
+		return fmt.Errorf("put staging in place: %w", err)
+	}
+	committed = true
+	if err := os.RemoveAll(old); err != nil {
+		return fmt.Errorf("remove the old staging %s: %w", old, err)
+	}
+	return nil
+}
+
+func randHex() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
