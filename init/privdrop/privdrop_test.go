@@ -1,0 +1,120 @@
+package privdrop
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const testPasswd = `root:x:0:0:root:/root:/bin/sh
+playground:x:1000:1000:Playground:/home/playground:/bin/sh
+alice:x:1001:1001::/home/alice:/bin/sh
+nohome:x:1002:1002:::/bin/sh
+`
+
+const testGroup = `root:x:0:
+playground:x:1000:
+alice:x:1001:
+dev:x:2000:playground,alice
+docker:x:2001:playground
+staff:x:50:
+`
+
+func writeEtc(t *testing.T) (passwd, group string) {
+	t.Helper()
+	dir := t.TempDir()
+	passwd, group = filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+	if err := os.WriteFile(passwd, []byte(testPasswd), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(group, []byte(testGroup), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return passwd, group
+}
+
+// TestResolveTable is the gosu/su-exec user-spec table of init-anchors.md.
+func TestResolveTable(t *testing.T) {
+	passwd, group := writeEtc(t)
+	const curGID = 7
+	for _, tc := range []struct {
+		spec     string
+		uid, gid int
+		groups   []int
+		home     string
+		name     string
+	}{
+		{"playground", 1000, 1000, []int{1000, 2000, 2001}, "/home/playground", "playground"},
+		{"alice", 1001, 1001, []int{1001, 2000}, "/home/alice", "alice"},
+		{"1000", 1000, 1000, []int{1000, 2000, 2001}, "/home/playground", "playground"},
+		{"playground:staff", 1000, 50, []int{50}, "/home/playground", "playground"},
+		{"playground:2001", 1000, 2001, []int{2001}, "/home/playground", "playground"},
+		{"1000:2000", 1000, 2000, []int{2000}, "/home/playground", "playground"},
+		{"1000:dev", 1000, 2000, []int{2000}, "/home/playground", "playground"},
+		{"4242", 4242, curGID, []int{curGID}, "/", "4242"},
+		{"4242:4243", 4242, 4243, []int{4243}, "/", "4242"},
+		{"4242:dev", 4242, 2000, []int{2000}, "/", "4242"},
+		{"nohome", 1002, 1002, []int{1002}, "/", "nohome"},
+		{"0", 0, 0, []int{0}, "/root", "root"},
+	} {
+		id, err := Resolve(tc.spec, passwd, group, curGID)
+		if err != nil {
+			t.Errorf("Resolve(%q): %v", tc.spec, err)
+			continue
+		}
+		if id.UID != tc.uid || id.GID != tc.gid || !slices.Equal(id.Groups, tc.groups) || id.Home != tc.home || id.Name != tc.name {
+			t.Errorf("Resolve(%q) = %+v, want uid %d gid %d groups %v home %s name %s",
+				tc.spec, *id, tc.uid, tc.gid, tc.groups, tc.home, tc.name)
+		}
+	}
+}
+
+func TestResolveRefused(t *testing.T) {
+	passwd, group := writeEtc(t)
+	for _, spec := range []string{"nosuchuser", "0day", "0:bogus", "playground:bogus", ":1000", "1000:", "-1", "99999999999", ""} {
+		id, err := Resolve(spec, passwd, group, 0)
+		if err == nil {
+			t.Errorf("Resolve(%q) = %+v, want an error", spec, *id)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, "user") {
+			t.Errorf("Resolve(%q) error %q: want one line naming the user spec", spec, msg)
+		}
+	}
+}
+
+// TestResolveNoEtc: FROM scratch images have no /etc; numeric specs still work
+// and names are refused.
+func TestResolveNoEtc(t *testing.T) {
+	dir := t.TempDir()
+	passwd, group := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+	id, err := Resolve("1000:1000", passwd, group, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.UID != 1000 || id.GID != 1000 || !slices.Equal(id.Groups, []int{1000}) || id.Home != "/" || id.Name != "1000" {
+		t.Errorf("got %+v", *id)
+	}
+	if _, err := Resolve("playground", passwd, group, 0); err == nil {
+		t.Error("a name resolved without a passwd file")
+	}
+}
+
+func TestCredential(t *testing.T) {
+	id := &Identity{UID: 1000, GID: 1000, Groups: []int{1000, 2000}}
+	c := id.Credential()
+	if c.Uid != 1000 || c.Gid != 1000 || !slices.Equal(c.Groups, []uint32{1000, 2000}) || c.NoSetGroups {
+		t.Errorf("got %+v", *c)
+	}
+}
+
+func TestEnv(t *testing.T) {
+	id := &Identity{Home: "/home/playground", Name: "playground"}
+	got := id.Env([]string{"PATH=/bin", "HOME=/root", "TERM=xterm", "USER=root", "HOME=/stale", "EMPTY="})
+	want := []string{"PATH=/bin", "HOME=/home/playground", "TERM=xterm", "USER=playground", "EMPTY=", "LOGNAME=playground"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Env = %q, want %q", got, want)
+	}
+}
