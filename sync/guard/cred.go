@@ -1,0 +1,264 @@
+package guard
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"time"
+
+	"github.com/caw-dev/caw/agents"
+	"github.com/caw-dev/caw/manifest"
+)
+
+// side is one end of a synced credential.
+type side int
+
+const (
+	home side = iota
+	host
+)
+
+func (s side) String() string {
+	if s == home {
+		return "home"
+	}
+	return "host"
+}
+
+// Regression policy: a side that went back to an older token gets the
+// fresher one written back, at most maxWriteBacks times per window; after
+// that it is reported once and left alone (an agent holding an old token in
+// memory would otherwise fight the guard forever).
+const (
+	maxWriteBacks   = 3
+	writeBackWindow = time.Minute
+)
+
+// cred is one synced credential. Every decision takes mu, so the event loop
+// and Flush never interleave on one credential.
+type cred struct {
+	g      *Guard
+	e      manifest.Entry
+	format string
+	host   hostSide
+	homeWd int32
+
+	mu sync.Mutex
+	// seen is the content (trailing whitespace trimmed) each side held when
+	// the guard last read or wrote it: an event whose content matches is the
+	// guard's own write or no change, and is ignored. Content, never
+	// timestamps.
+	seen       [2][32]byte
+	hostDead   bool
+	hostRO     bool
+	writeBacks [2][]time.Time
+	leftAlone  [2]bool
+	said       map[string]bool
+}
+
+// view is one side's content as read, classified.
+type view struct {
+	data []byte
+	st   agents.Status
+	sum  [32]byte
+}
+
+func (c *cred) name() string { return c.e.Agent + " credential " + c.e.ContainerTarget }
+
+// once logs a message the first time its key is seen for this credential.
+func (c *cred) once(key string, level int, format string, args ...any) {
+	if c.said[key] {
+		return
+	}
+	c.said[key] = true
+	c.g.logf(level, format, args...)
+}
+
+func (c *cred) read(s side) view {
+	var data []byte
+	var err error
+	if s == home {
+		data, err = c.g.home.read(c.e.ContainerTarget)
+	} else {
+		data, err = c.host.read()
+	}
+	v := view{data: data}
+	var hostile *hostileError
+	switch {
+	case err == nil:
+		v.st = agents.Classify(c.format, data, time.Now())
+		v.sum = sha256.Sum256(trimJSON(data))
+		return v
+	case errors.Is(err, fs.ErrNotExist):
+		v.st = agents.Status{State: agents.Missing}
+	case errors.As(err, &hostile):
+		c.once("hostile "+err.Error(), 1, "%s: ignoring the %s side: %v", c.name(), s, err)
+		v.st = agents.Status{State: agents.Invalid}
+	default:
+		c.once("read "+err.Error(), 1, "%s: cannot read the %s side: %v", c.name(), s, err)
+		v.st = agents.Status{State: agents.Invalid}
+	}
+	// Unreadable content must never match real content.
+	v.sum = sha256.Sum256([]byte("\x00" + v.st.State.String()))
+	return v
+}
+
+// copyIn is the start-up sync: the host's credential becomes the home copy,
+// unless the home copy (left from an earlier run of this container) is
+// fresher, in which case it is kept and pushed to the host.
+func (c *cred) copyIn() {
+	hv, Hv := c.read(home), c.read(host)
+	c.seen[home], c.seen[host] = hv.sum, Hv.sum
+	if hv.sum == Hv.sum {
+		return
+	}
+	switch {
+	case agents.Compare(hv.st, Hv.st) > 0:
+		c.g.logf(1, "%s: the home copy is fresher than the host's; keeping it and pushing it to the host", c.name())
+		c.write(host, hv, Hv)
+	case Hv.st.State.Usable():
+		c.write(home, Hv, hv)
+	default:
+		c.g.logf(1, "%s: the host's credential is %s; nothing copied", c.name(), Hv.st.State)
+	}
+}
+
+// sync brings both sides to the freshest usable content after a change on
+// either. It re-decides when a side changed under a write.
+func (c *cred) sync() error {
+	var err error
+	for range 8 {
+		if err = c.syncOnce(); !errors.Is(err, errChanged) {
+			return err
+		}
+	}
+	return err
+}
+
+func (c *cred) syncOnce() error {
+	hv, Hv := c.read(home), c.read(host)
+	homeChanged, hostChanged := hv.sum != c.seen[home], Hv.sum != c.seen[host]
+	c.seen[home], c.seen[host] = hv.sum, Hv.sum
+	if hv.sum == Hv.sum {
+		return nil
+	}
+	cmp := agents.Compare(hv.st, Hv.st)
+	if cmp == 0 {
+		if !hv.st.State.Usable() {
+			return nil // neither side has anything worth syncing
+		}
+		// Equally fresh, different content: the most recent change wins.
+		switch {
+		case homeChanged:
+			cmp = 1
+		case hostChanged:
+			cmp = -1
+		default:
+			return nil
+		}
+	}
+	if cmp > 0 {
+		return c.push(host, hv, Hv, hostChanged)
+	}
+	return c.push(home, Hv, hv, homeChanged)
+}
+
+// push writes src (usable, and fresher) over side dst, whose content is cur.
+func (c *cred) push(dst side, src, cur view, curChanged bool) error {
+	if curChanged {
+		if !cur.st.State.Usable() {
+			// dst is being written (a truncate before an in-place write, a
+			// torn file) or was deliberately emptied: writing now would
+			// race its writer. Its writer's next event brings it back.
+			c.g.logf(2, "%s: the %s side changed to %s; not touching it", c.name(), dst, cur.st.State)
+			return nil
+		}
+		// dst went back to an older token than src holds.
+		if c.leftAlone[dst] {
+			return nil
+		}
+		now := time.Now()
+		kept := c.writeBacks[dst][:0]
+		for _, t := range c.writeBacks[dst] {
+			if now.Sub(t) < writeBackWindow {
+				kept = append(kept, t)
+			}
+		}
+		c.writeBacks[dst] = append(kept, now)
+		if len(c.writeBacks[dst]) > maxWriteBacks {
+			c.leftAlone[dst] = true
+			c.g.logf(0, "%s: the %s copy went back to an older token %d times within %s; leaving it alone (restart the agent holding the old token)",
+				c.name(), dst, len(c.writeBacks[dst]), writeBackWindow)
+			return nil
+		}
+		c.g.logf(1, "%s: the %s copy went back to an older token; writing the fresher one back", c.name(), dst)
+	}
+	return c.write(dst, src, cur)
+}
+
+// write replaces dst's content (cur) with src's, unless dst changed since
+// it was read (errChanged: decide again).
+func (c *cred) write(dst side, src, cur view) error {
+	if dst == host && (c.hostDead || c.hostRO) {
+		return nil
+	}
+	still := func(now []byte, err error) bool {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return cur.st.State == agents.Missing
+			}
+			return !cur.st.State.Usable()
+		}
+		return sha256.Sum256(trimJSON(now)) == cur.sum
+	}
+	var err error
+	if dst == home {
+		err = c.g.home.replace(c.e.ContainerTarget, src.data, 0o600, still)
+	} else {
+		err = c.host.write(src.data, still)
+	}
+	switch {
+	case err == nil:
+		c.seen[dst] = src.sum
+		c.g.logf(2, "%s: %s -> %s (%s)", c.name(), other(dst), dst, src.st.Describe(time.Now()))
+		return nil
+	case errors.Is(err, errChanged):
+		return err
+	case errors.Is(err, errDead):
+		c.hostDead = true
+		c.reportDead()
+	case errors.Is(err, errReadOnly):
+		c.hostRO = true
+		c.once("ro", 0, "%s: the host file is read-only (%v); container refreshes will not reach the host (mount it :rw)", c.name(), err)
+	default:
+		c.once("write "+err.Error(), 0, "%s: %v", c.name(), err)
+	}
+	return err
+}
+
+func other(s side) side { return 1 - s }
+
+func (c *cred) reportDead() {
+	c.once("dead", 0, "%s: the host replaced its file by rename, so this container's mount no longer reaches it; refreshes here stay here (fix: caw setup --strategy %s=bind-dir, then restart the container)",
+		c.name(), c.e.Agent)
+}
+
+// checkDead looks for the host rename that detaches a file bind mount (the
+// mounted inode's link count drops to 0; ATTRIB is the only event).
+func (c *cred) checkDead() {
+	if !c.hostDead && c.host.dead() {
+		c.hostDead = true
+		c.reportDead()
+	}
+}
+
+// flush pushes the home copy to the host if it is the fresher, without
+// relying on any event having been seen.
+func (c *cred) flush() error {
+	if err := c.sync(); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
+		return fmt.Errorf("%s: %w", c.name(), err)
+	}
+	return nil
+}

@@ -1,0 +1,371 @@
+package guard
+
+// This file is the only code that touches the container user's home. The
+// guard runs as root and the home belongs to an unprivileged user who can
+// plant symlinks, hard links, FIFOs, devices, huge files, or swap a directory
+// for a symlink at any instant, so every operation here follows two rules:
+//
+//  1. A parent directory is resolved through one os.Root opened on the home,
+//     which refuses any path (symlinks included) that leaves the home.
+//  2. The final component is always handled with a *at syscall on that
+//     parent's descriptor, with a single name that cannot traverse anything:
+//     opened O_NOFOLLOW|O_NONBLOCK (a symlink fails, a FIFO cannot block),
+//     checked with fstat on the open descriptor (regular, owned by the user,
+//     one link, under the size cap) before a byte is read, and replaced only by
+//     renameat of a temp file this code created O_EXCL and chowned/chmodded
+//     through its own descriptor.
+//
+// os.Root alone is not enough for rule 2: Root.OpenFile follows a symlink in
+// the last component when it stays inside the root, even with O_NOFOLLOW.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxCredSize caps what the guard reads from any credential or config file.
+// Real credentials are a few KiB; a bigger file is hostile or not ours.
+const maxCredSize = 1 << 20
+
+// tmpMarker is in the name of every temp file the guard creates, so stale
+// ones (a SIGKILL between create and rename) are recognisable.
+const tmpMarker = ".caw-tmp."
+
+// hostileError is content the guard refuses to touch: a symlink, hard link,
+// FIFO, device, directory, foreign owner, or oversized file where a
+// credential should be. It is treated as an invalid credential.
+type hostileError struct {
+	path, why string
+}
+
+func (e *hostileError) Error() string { return e.path + ": " + e.why }
+
+// errChanged means the file changed between the guard's decision and its
+// write, so the decision must be taken again on the new content.
+var errChanged = errors.New("changed while writing")
+
+// homeFS is root's view of the user's home.
+type homeFS struct {
+	root     *os.Root
+	dir      string // absolute path, for messages and inotify
+	uid, gid int
+}
+
+// openHome opens (creating it when missing) the user's home.
+func openHome(dir string, uid, gid int) (*homeFS, error) {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		// The home's parent (/home, /) belongs to root, not to the user, so
+		// creating the path by name is safe; only the home itself is theirs.
+		if err := os.MkdirAll(path.Dir(dir), 0o755); err != nil {
+			return nil, fmt.Errorf("create home %s: %w", dir, err)
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("create home %s: %w", dir, err)
+		}
+		if err := chownDirNoFollow(unix.AT_FDCWD, dir, uid, gid); err != nil {
+			return nil, fmt.Errorf("create home %s: %w", dir, err)
+		}
+	}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open home %s: %w", dir, err)
+	}
+	return &homeFS{root: r, dir: dir, uid: uid, gid: gid}, nil
+}
+
+func (h *homeFS) close() error { return h.root.Close() }
+
+// chownDirNoFollow gives a directory the guard just created to the user.
+func chownDirNoFollow(dirfd int, name string, uid, gid int) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return err
+	}
+	return unix.Fchmod(fd, 0o700)
+}
+
+// openDir opens the directory holding rel (resolved inside the home) and
+// returns it with rel's base name.
+func (h *homeFS) openDir(rel string) (*os.File, string, error) {
+	dir, base := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+	d, err := h.root.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	return d, base, nil
+}
+
+// mkdirParents creates rel's missing parent directories, owned by the user,
+// mode 0700. Existing ones are left as they are.
+func (h *homeFS) mkdirParents(rel string) error {
+	dir := path.Dir(rel)
+	if dir == "." {
+		return nil
+	}
+	parts := strings.Split(dir, "/")
+	for i := range parts {
+		p := path.Join(parts[:i+1]...)
+		err := h.root.Mkdir(p, 0o700)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create %s in home: %w", p, err)
+		}
+		d, base, err := h.openDir(p)
+		if err != nil {
+			return fmt.Errorf("create %s in home: %w", p, err)
+		}
+		err = chownDirNoFollow(int(d.Fd()), base, h.uid, h.gid)
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("chown %s in home: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// read returns rel's whole content. A missing file gives an error matching
+// fs.ErrNotExist; anything hostile a *hostileError.
+func (h *homeFS) read(rel string) ([]byte, error) {
+	d, base, err := h.openDir(rel)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, &hostileError{rel, "parent directory: " + err.Error()}
+	}
+	defer d.Close()
+	return readAt(int(d.Fd()), base, rel, h.uid)
+}
+
+// readAt reads name in the directory dirfd with every check on the open
+// descriptor. owner < 0 accepts any owner.
+func readAt(dirfd int, name, label string, owner int) ([]byte, error) {
+	// A file replaced by rename between openat and fstat shows nlink 0: that
+	// is a writer at work, not an attack, so open the new one.
+	for try := 0; ; try++ {
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			return nil, fs.ErrNotExist
+		case errors.Is(err, unix.ELOOP):
+			return nil, &hostileError{label, "is a symlink"}
+		case err != nil:
+			return nil, &hostileError{label, err.Error()}
+		}
+		data, again, err := readFD(fd, label, owner)
+		unix.Close(fd)
+		if again && try < 16 {
+			continue
+		}
+		return data, err
+	}
+}
+
+// readFD checks and reads an open file; again reports a file unlinked
+// since it was opened.
+func readFD(fd int, label string, owner int) (data []byte, again bool, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, false, fmt.Errorf("fstat %s: %w", label, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return nil, false, &hostileError{label, "is not a regular file"}
+	case st.Nlink == 0:
+		return nil, true, &hostileError{label, "was replaced while being read"}
+	case st.Nlink > 1:
+		return nil, false, &hostileError{label, "has several hard links"}
+	case owner >= 0 && int(st.Uid) != owner:
+		return nil, false, &hostileError{label, fmt.Sprintf("is owned by uid %d, not %d", st.Uid, owner)}
+	case st.Size > maxCredSize:
+		return nil, false, &hostileError{label, fmt.Sprintf("is larger than %d bytes", maxCredSize)}
+	}
+	data, err = readAllFD(fd, st.Size)
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", label, err)
+	}
+	return data, false, nil
+}
+
+// readAllFD reads up to maxCredSize bytes from offset 0 without moving any
+// shared file offset.
+func readAllFD(fd int, size int64) ([]byte, error) {
+	buf := make([]byte, 0, min(max(size, 512)+1, maxCredSize+1))
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > maxCredSize {
+				return nil, errors.New("larger than the size cap")
+			}
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Pread(fd, buf[len(buf):cap(buf)], int64(len(buf)))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
+}
+
+// replace atomically sets rel's content: a temp file created O_EXCL beside
+// it, owned by the user with mode perm (set on the descriptor), renamed over
+// rel. When still is not nil it is checked on rel's current content right
+// before the rename; false aborts with errChanged. No fsync: the home copy
+// is rebuilt from the host at every start.
+func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool) error {
+	d, base, err := h.openDir(rel)
+	if err != nil {
+		return fmt.Errorf("write %s in home: %w", rel, err)
+	}
+	defer d.Close()
+	dirfd := int(d.Fd())
+	tmp, err := createTemp(dirfd, base)
+	if err != nil {
+		return fmt.Errorf("write %s in home: %w", rel, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			unix.Unlinkat(dirfd, tmp.name, 0)
+		}
+	}()
+	err = tmp.fill(data, h.uid, h.gid, perm, false)
+	if err != nil {
+		return fmt.Errorf("write %s in home: %w", rel, err)
+	}
+	if still != nil && !still(readAt(dirfd, base, rel, h.uid)) {
+		return errChanged
+	}
+	if err := unix.Renameat(dirfd, tmp.name, dirfd, base); err != nil {
+		return fmt.Errorf("write %s in home: rename: %w", rel, err)
+	}
+	done = true
+	return nil
+}
+
+// removeStaleTemps deletes temp files a killed guard left beside rel.
+func (h *homeFS) removeStaleTemps(rel string) {
+	d, base, err := h.openDir(rel)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	removeTemps(d, base)
+}
+
+func removeTemps(d *os.File, base string) {
+	names, _ := d.Readdirnames(-1)
+	prefix := "." + base + tmpMarker
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			unix.Unlinkat(int(d.Fd()), n, 0)
+		}
+	}
+}
+
+// tempFile is a file the guard created with O_EXCL in a directory it holds
+// open.
+type tempFile struct {
+	fd   int
+	name string
+}
+
+func createTemp(dirfd int, base string) (*tempFile, error) {
+	var rnd [8]byte
+	for range 8 {
+		rand.Read(rnd[:])
+		name := "." + base + tmpMarker + hex.EncodeToString(rnd[:])
+		fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &tempFile{fd: fd, name: name}, nil
+	}
+	return nil, errors.New("cannot create a temp file")
+}
+
+// fill gives the temp file its owner and mode (on the descriptor), writes
+// data, optionally fsyncs, and closes it.
+func (t *tempFile) fill(data []byte, uid, gid int, perm fs.FileMode, sync bool) error {
+	defer unix.Close(t.fd)
+	if err := unix.Fchown(t.fd, uid, gid); err != nil {
+		return fmt.Errorf("chown: %w", err)
+	}
+	if err := unix.Fchmod(t.fd, uint32(perm.Perm())); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	if err := writeAll(t.fd, data); err != nil {
+		return err
+	}
+	if sync {
+		if err := unix.Fsync(t.fd); err != nil {
+			return fmt.Errorf("fsync: %w", err)
+		}
+	}
+	return nil
+}
+
+func writeAll(fd int, data []byte) error {
+	for off := 0; off < len(data); {
+		n, err := unix.Pwrite(fd, data[off:], int64(off))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		off += n
+	}
+	return nil
+}
+
+// watchPath is a path inotify can watch that names exactly the directory
+// holding rel inside the home (through /proc/self/fd, so no symlink the user
+// planted can redirect the watch), with the descriptor to close once the
+// watch is added.
+func (h *homeFS) watchPath(rel string) (string, io.Closer, error) {
+	d, _, err := h.openDir(rel)
+	if err != nil {
+		return "", nil, err
+	}
+	p := fmt.Sprintf("/proc/self/fd/%d", d.Fd())
+	if _, err := os.Stat(p); err != nil {
+		// No /proc: fall back to the name, which only ever costs a useless
+		// watch (every read still goes through the checks above).
+		d.Close()
+		return path.Join(h.dir, path.Dir(rel)), io.NopCloser(nil), nil
+	}
+	return p, d, nil
+}
+
+// trimJSON drops the trailing whitespace a crash-safe in-place write may
+// leave, so the same document compares equal however it was padded.
+func trimJSON(b []byte) []byte { return bytes.TrimRight(b, " \t\r\n") }

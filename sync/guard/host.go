@@ -1,0 +1,255 @@
+package guard
+
+// The host side of a synced credential: the file Docker bind-mounts from the
+// host (strategy bind), or the file inside the host directory Docker
+// bind-mounts (strategy bind-dir). Writes here land on the user's real
+// machine, so they keep the host file's owner and mode, are fsynced, and can
+// never leave a half-written credential behind.
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// errDead: the bound host file was replaced by rename on the host; the
+	// mount now holds an unlinked inode nobody will read again.
+	errDead = errors.New("host file was replaced on the host")
+	// errReadOnly: the host side cannot be written (a :ro mount, EACCES).
+	errReadOnly = errors.New("host side is read-only")
+)
+
+// hostSide reads and writes one credential on the host.
+type hostSide interface {
+	// read returns the whole content; fs.ErrNotExist when missing.
+	read() ([]byte, error)
+	// write replaces the content with data if still(current content) holds,
+	// else returns errChanged. Writers of the same host file (guards of
+	// other containers) are serialised with flock.
+	write(data []byte, still func(cur []byte, err error) bool) error
+	// dead reports whether the mount was detached from the host's file.
+	dead() bool
+	// watch is what inotify watches, and the name to filter events on ("" for
+	// a watch on the file itself).
+	watch() (watchPath, name string)
+	close()
+}
+
+// isMountRoot reports whether p is the root of a mount (a bind-mount target),
+// as opposed to the placeholder caw setup leaves in the staging dir.
+func isMountRoot(p string) (bool, error) {
+	var stx unix.Statx_t
+	err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_TYPE|unix.STATX_MNT_ID, &stx)
+	if err != nil {
+		return false, err
+	}
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+	}
+	// Kernels before 5.8: a mount root sits on another mount than its parent.
+	var parent unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path.Dir(p), unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &parent); err != nil {
+		return false, err
+	}
+	if stx.Mask&unix.STATX_MNT_ID == 0 || parent.Mask&unix.STATX_MNT_ID == 0 {
+		return stx.Dev_major != parent.Dev_major || stx.Dev_minor != parent.Dev_minor, nil
+	}
+	return stx.Mnt_id != parent.Mnt_id, nil
+}
+
+// bindFile is a host file bind-mounted onto p. Rename onto a mount target is
+// EBUSY, so it is written in place: one pwrite at offset 0 of the new
+// document padded with spaces to at least the old length (JSON allows
+// trailing whitespace, so the file is at every instant either the old or the
+// new document), fsync, then ftruncate to the exact length. A SIGKILL at any
+// point leaves a valid document. The inode, and so the host owner and mode,
+// never change.
+type bindFile struct {
+	p string
+}
+
+func (b *bindFile) watch() (string, string) { return b.p, "" }
+func (b *bindFile) close()                  {}
+
+func (b *bindFile) read() ([]byte, error) {
+	fd, err := unix.Open(b.p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fs.ErrNotExist
+		}
+		return nil, &hostileError{b.p, err.Error()}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("fstat %s: %w", b.p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, &hostileError{b.p, "is not a regular file (does the host file exist?)"}
+	}
+	if st.Size > maxCredSize {
+		return nil, &hostileError{b.p, fmt.Sprintf("is larger than %d bytes", maxCredSize)}
+	}
+	data, err := readAllFD(fd, st.Size)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", b.p, err)
+	}
+	return data, nil
+}
+
+func (b *bindFile) dead() bool {
+	var st unix.Stat_t
+	return unix.Stat(b.p, &st) == nil && st.Nlink == 0
+}
+
+func (b *bindFile) write(data []byte, still func([]byte, error) bool) error {
+	fd, err := unix.Open(b.p, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%w: %w", errReadOnly, err)
+		}
+		return fmt.Errorf("open %s: %w", b.p, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat %s: %w", b.p, err)
+	}
+	if st.Nlink == 0 {
+		return errDead
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return &hostileError{b.p, "is not a regular file"}
+	}
+	unlock, err := lockFD(fd)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", b.p, err)
+	}
+	defer unlock()
+	cur, err := readAllFD(fd, st.Size)
+	if !still(cur, err) {
+		return errChanged
+	}
+	old := int64(len(cur))
+	buf := data
+	if pad := old - int64(len(data)); pad > 0 {
+		buf = make([]byte, old)
+		copy(buf, data)
+		for i := len(data); i < len(buf); i++ {
+			buf[i] = ' '
+		}
+	}
+	// One write call: the kernel copies a credential-sized buffer at offset
+	// 0 without a point where a signal can cut it.
+	n, err := unix.Pwrite(fd, buf, 0)
+	if err == nil && n != len(buf) {
+		err = fmt.Errorf("short write (%d of %d bytes)", n, len(buf))
+	}
+	if err != nil {
+		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%w: %w", errReadOnly, err)
+		}
+		return fmt.Errorf("write %s: %w", b.p, err)
+	}
+	if err := unix.Fdatasync(fd); err != nil {
+		return fmt.Errorf("fsync %s: %w", b.p, err)
+	}
+	if int64(len(data)) < old {
+		if err := unix.Ftruncate(fd, int64(len(data))); err != nil {
+			return fmt.Errorf("truncate %s: %w", b.p, err)
+		}
+	}
+	return nil
+}
+
+// lockFD takes an exclusive flock, which other containers' guards on the
+// same host inode honour. It waits a bounded time: a stopped guard holding
+// the lock must not wedge this one.
+func lockFD(fd int) (func(), error) {
+	deadline := time.Now().Add(2 * time.Second)
+	wait := 50 * time.Microsecond
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Flock(fd, unix.LOCK_UN) }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("held by another writer for over 2s")
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 5*time.Millisecond)
+	}
+}
+
+// bindDir is a credential inside a bind-mounted host directory, which the
+// container user may be able to write too: reads are checked like the
+// home's, writes are temp + fsync + rename with the original's owner and
+// mode, never a root-owned file on the host.
+type bindDir struct {
+	dir  string
+	name string
+	d    *os.File // the mounted directory, held open
+}
+
+func openBindDir(dir, name string) (*bindDir, error) {
+	d, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	return &bindDir{dir: dir, name: name, d: d}, nil
+}
+
+func (b *bindDir) watch() (string, string) { return b.dir, b.name }
+func (b *bindDir) close()                  { b.d.Close() }
+func (b *bindDir) dead() bool              { return false }
+func (b *bindDir) label() string           { return path.Join(b.dir, b.name) }
+
+func (b *bindDir) read() ([]byte, error) {
+	return readAt(int(b.d.Fd()), b.name, b.label(), -1)
+}
+
+func (b *bindDir) write(data []byte, still func([]byte, error) bool) error {
+	dirfd := int(b.d.Fd())
+	unlock, err := lockFD(dirfd)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", b.dir, err)
+	}
+	defer unlock()
+	if !still(b.read()) {
+		return errChanged
+	}
+	// Owner and mode of the file being replaced; for a new file, the
+	// directory's owner and 0600.
+	var st unix.Stat_t
+	uid, gid, perm := -1, -1, fs.FileMode(0o600)
+	if err := unix.Fstatat(dirfd, b.name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		uid, gid, perm = int(st.Uid), int(st.Gid), fs.FileMode(st.Mode&0o777)
+	} else if err := unix.Fstat(dirfd, &st); err == nil {
+		uid, gid = int(st.Uid), int(st.Gid)
+	}
+	tmp, err := createTemp(dirfd, b.name)
+	if err != nil {
+		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%w: %w", errReadOnly, err)
+		}
+		return fmt.Errorf("write %s: %w", b.label(), err)
+	}
+	if err := tmp.fill(data, uid, gid, perm, true); err != nil {
+		unix.Unlinkat(dirfd, tmp.name, 0)
+		return fmt.Errorf("write %s: %w", b.label(), err)
+	}
+	if err := unix.Renameat(dirfd, tmp.name, dirfd, b.name); err != nil {
+		unix.Unlinkat(dirfd, tmp.name, 0)
+		return fmt.Errorf("write %s: rename: %w", b.label(), err)
+	}
+	return nil
+}
