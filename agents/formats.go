@@ -1,6 +1,7 @@
 package agents
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -21,7 +22,8 @@ func decodeObject(data []byte, v any) bool {
 	}
 	// json.Unmarshal accepts "null" for a pointer or map, which is no
 	// credential at all.
-	return strings.HasPrefix(strings.TrimLeft(string(data[:min(len(data), 64)]), " \t\r\n"), "{")
+	rest := bytes.TrimLeft(data, " \t\r\n")
+	return len(rest) > 0 && rest[0] == '{'
 }
 
 // byExpiry classifies a token that expires at exp (zero: unknown).
@@ -73,7 +75,9 @@ func classifyClaude(data []byte, now time.Time) Status {
 // last_refresh. A file holding only an API key is valid and never expires.
 func classifyCodex(data []byte, now time.Time) Status {
 	var doc struct {
-		APIKey *string `json:"OPENAI_API_KEY"`
+		// Raw, because a present null (a logged-out file) and an absent key
+		// (not a Codex file) mean different things.
+		APIKey json.RawMessage `json:"OPENAI_API_KEY"`
 		Tokens *struct {
 			IDToken      string `json:"id_token"`
 			AccessToken  string `json:"access_token"`
@@ -85,7 +89,8 @@ func classifyCodex(data []byte, now time.Time) Status {
 		return Status{State: Invalid}
 	}
 	if doc.Tokens == nil {
-		if deref(doc.APIKey) != "" {
+		var key string
+		if json.Unmarshal(doc.APIKey, &key) == nil && key != "" {
 			return Status{State: Valid}
 		}
 		if doc.APIKey == nil && doc.LastRefresh == "" {

@@ -29,6 +29,14 @@ func (e Env) dirFromEnv(name, def string) string {
 	return filepath.Join(e.Home, def)
 }
 
+// geminiDir is Gemini CLI's ~/.gemini, whose home GEMINI_CLI_HOME replaces.
+func (e Env) geminiDir() string {
+	if v := e.get("GEMINI_CLI_HOME"); v != "" && filepath.IsAbs(v) {
+		return filepath.Join(v, ".gemini")
+	}
+	return filepath.Join(e.Home, ".gemini")
+}
+
 // CleanOptions parameterise config cleaning.
 type CleanOptions struct {
 	// ContainerHome is the home directory inside the container, for configs
@@ -99,16 +107,16 @@ var table = []Agent{
 	{
 		Name: "gemini", Strategy: "bind", Format: "gemini",
 		Credential: FileSpec{
-			Locate: func(e Env) string { return filepath.Join(e.Home, ".gemini", "oauth_creds.json") },
+			Locate: func(e Env) string { return filepath.Join(e.geminiDir(), "oauth_creds.json") },
 			Target: ".gemini/oauth_creds.json", Src: "gemini/oauth_creds.json", SrcDir: "gemini/dir", Mode: 0o600,
 		},
 		Configs: []FileSpec{
 			{
-				Locate: func(e Env) string { return filepath.Join(e.Home, ".gemini", "google_accounts.json") },
+				Locate: func(e Env) string { return filepath.Join(e.geminiDir(), "google_accounts.json") },
 				Target: ".gemini/google_accounts.json", Src: "gemini/google_accounts.json", Mode: 0o644,
 			},
 			{
-				Locate: func(e Env) string { return filepath.Join(e.Home, ".gemini", "settings.json") },
+				Locate: func(e Env) string { return filepath.Join(e.geminiDir(), "settings.json") },
 				Target: ".gemini/settings.json", Src: "gemini/settings.json", Mode: 0o644,
 			},
 		},

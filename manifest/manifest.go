@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Version is the only manifest schema version this package reads and writes.
@@ -214,11 +215,20 @@ func Parse(data []byte) (*Manifest, error) {
 // Read reads and validates dir/manifest.json. A missing file gives an error
 // that satisfies errors.Is(err, fs.ErrNotExist).
 func Read(dir string) (*Manifest, error) {
-	f, err := os.Open(path.Join(dir, FileName))
+	// O_NONBLOCK: a FIFO planted in place of the manifest must not hang
+	// caw-init; the type check below then refuses it.
+	f, err := os.OpenFile(path.Join(dir, FileName), os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", FileName, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", FileName, fi.Mode().Type())
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", FileName, err)
@@ -253,7 +263,7 @@ func (m *Manifest) Validate() error {
 	if err := checkAbs("host_home", m.HostHome, false); err != nil {
 		return err
 	}
-	if strings.ContainsRune(m.User, 0) || strings.ContainsAny(m.User, "\n") {
+	if strings.IndexFunc(m.User, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
 		return &ValidationError{Field: "user", Value: m.User, Reason: "contains a control character"}
 	}
 	n := 0
@@ -267,7 +277,9 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	targets := map[string]string{}
-	for _, e := range m.Entries() {
+	srcs := map[string]string{}
+	entries := m.Entries()
+	for _, e := range entries {
 		if err := e.validate(); err != nil {
 			return err
 		}
@@ -276,6 +288,33 @@ func (m *Manifest) Validate() error {
 				Reason: "is also the target of " + prev}
 		}
 		targets[e.ContainerTarget] = e.Field("container_target")
+		if prev, dup := srcs[e.Src]; dup {
+			return &ValidationError{Field: e.Field("src"), Value: e.Src, Reason: "is also the src of " + prev}
+		}
+		srcs[e.Src] = e.Field("src")
+	}
+	// Every src is a file in the staging dir (or, for bind-dir, a file in a
+	// mounted directory): none may sit inside another's file, and nothing
+	// else may sit inside a bind-dir mount, which would hide it.
+	for _, e := range entries {
+		for d := path.Dir(e.Src); d != "."; d = path.Dir(d) {
+			if other, ok := srcs[d]; ok {
+				return &ValidationError{Field: e.Field("src"), Value: e.Src, Reason: "is inside " + other + ", which is a file"}
+			}
+		}
+		if e.Strategy != StrategyBindDir {
+			continue
+		}
+		dir := e.MountSrc()
+		for _, o := range entries {
+			if o.Agent == e.Agent && o.Index == e.Index {
+				continue
+			}
+			if o.Src == dir || strings.HasPrefix(o.Src, dir+"/") {
+				return &ValidationError{Field: o.Field("src"), Value: o.Src,
+					Reason: "is inside the bind-dir mount " + strconv.Quote(dir) + " of " + e.Field("src") + ", which would hide it"}
+			}
+		}
 	}
 	return nil
 }
