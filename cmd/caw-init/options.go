@@ -1,0 +1,130 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/caw-dev/caw/manifest"
+)
+
+const usage = `usage: caw-init [options] [--] COMMAND [ARG...]
+  --user USER[:GROUP]   run COMMAND as this user (env CAW_USER; else the manifest's "user"; else unchanged)
+  --auth-dir DIR        where the staging dir is mounted (env CAW_AUTH_DIR, default /tmp/caw_auth)
+  -g, --pgroup          forward signals to the child's whole process group (env CAW_PGROUP=1)
+  --grace DURATION      at exit, time between SIGTERM and SIGKILL for leftover processes (default 3s)
+  --no-sync             no credential copy or sync: a plain init with privilege drop
+  -v                    more log lines on stderr, repeatable (env CAW_VERBOSITY); quiet by default
+  --version
+Exit status: COMMAND's; 128+N if it died of signal N; 127 command not found; 126 not executable;
+2 for caw-init's own usage or setup errors.
+`
+
+type options struct {
+	user, authDir string
+	pgroup        bool
+	grace         time.Duration
+	noSync        bool
+	verbosity     int
+	argv          []string
+}
+
+// count is a repeatable boolean flag: -v -v (and -vv, -vvv as tini has).
+type count struct{ n, step *int }
+
+func (c count) String() string   { return "" }
+func (c count) IsBoolFlag() bool { return true }
+func (c count) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	if b {
+		*c.n += *c.step
+	}
+	return nil
+}
+
+// parseOptions parses flags and their environment fallbacks. It returns
+// code -1 to go on, or the exit code after printing help, the version or a
+// one-line usage error.
+func parseOptions(args []string, getenv func(string) string) (*options, int) {
+	o := &options{authDir: manifest.DefaultMountPoint, grace: 3 * time.Second}
+	if v := getenv("CAW_AUTH_DIR"); v != "" {
+		o.authDir = v
+	}
+	o.user = getenv("CAW_USER")
+	if v := getenv("CAW_PGROUP"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, usageError("CAW_PGROUP=%q: want 1 or 0", v)
+		}
+		o.pgroup = b
+	}
+	if v := getenv("CAW_VERBOSITY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, usageError("CAW_VERBOSITY=%q: want a number such as 1", v)
+		}
+		o.verbosity = n
+	}
+
+	fs := flag.NewFlagSet("caw-init", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.user, "user", o.user, "")
+	fs.StringVar(&o.authDir, "auth-dir", o.authDir, "")
+	fs.BoolVar(&o.pgroup, "g", o.pgroup, "")
+	fs.BoolVar(&o.pgroup, "pgroup", o.pgroup, "")
+	fs.DurationVar(&o.grace, "grace", o.grace, "")
+	fs.BoolVar(&o.noSync, "no-sync", false, "")
+	for i, name := range []string{"v", "vv", "vvv"} {
+		step := i + 1
+		fs.Var(count{&o.verbosity, &step}, name, "")
+	}
+	version := fs.Bool("version", false, "")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fmt.Fprint(os.Stdout, usage)
+			return nil, 0
+		}
+		return nil, usageError("%v", err)
+	}
+	if *version {
+		fmt.Println("caw-init", buildVersion())
+		return nil, 0
+	}
+	if o.grace < 0 {
+		return nil, usageError("--grace %v: must not be negative", o.grace)
+	}
+	if o.authDir == "" {
+		return nil, usageError("--auth-dir is empty: give the directory the staging dir is mounted at")
+	}
+	o.argv = fs.Args()
+	if len(o.argv) == 0 {
+		return nil, usageError("no COMMAND given: caw-init [options] [--] COMMAND [ARG...]")
+	}
+	return o, -1
+}
+
+func usageError(format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "caw-init: "+format+" (see caw-init --help)\n", args...)
+	return 2
+}
+
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}

@@ -1,0 +1,100 @@
+// Package pid1 is the init half of caw-init: it captures signals from the
+// first instant, makes caw-init a child subreaper when it is not PID 1,
+// spawns the command (in its own process group, the terminal's foreground
+// group when stdin is a terminal), owns the single wait4(-1) loop that reaps
+// every orphan and picks the main child's status out by pid, forwards signals,
+// and at the end terminates leftover processes (SIGTERM, grace, SIGKILL).
+//
+// It knows nothing about credentials or users: the caller passes the child's
+// credentials and environment. Nothing here polls: while the child runs, the
+// loop sleeps on a channel that only signals fill.
+package pid1
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Signals holds every catchable signal from the moment Capture returns, so
+// none that arrives during start-up is lost or takes Go's default action
+// (for SIGTERM that is exit status 2).
+type Signals struct {
+	// chld has room for one: SIGCHLDs coalesce, and one pending means a
+	// reap pass is already due, so dropping the next loses nothing.
+	chld chan os.Signal
+	// fwd holds the signals to forward, in arrival order.
+	fwd chan os.Signal
+}
+
+// Capture starts capturing signals. Call it first thing in main.
+func Capture() *Signals {
+	s := &Signals{chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 128)}
+	signal.Notify(s.chld, unix.SIGCHLD)
+	signal.Notify(s.fwd, forwardable()...)
+	return s
+}
+
+// forwardable is every signal a process can catch, minus SIGCHLD (the wait
+// loop's) and SIGURG (the Go runtime sends it to itself for preemption; a
+// child receiving it would be a bug, runc 3364).
+func forwardable() []os.Signal {
+	var sigs []os.Signal
+	for n := 1; n <= 64; n++ {
+		switch s := syscall.Signal(n); s {
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG:
+		default:
+			sigs = append(sigs, s)
+		}
+	}
+	return sigs
+}
+
+// PendingTermination reports the first signal received so far whose default
+// action ends a process. caw-init uses it when no child could be started, to
+// end with 128+N as the signal asked rather than with a start-up error code.
+// It consumes the signals it looks at.
+func (s *Signals) PendingTermination() (syscall.Signal, bool) {
+	for {
+		select {
+		case sig := <-s.fwd:
+			if n, ok := sig.(syscall.Signal); ok && terminates(n) {
+				return n, true
+			}
+		default:
+			return 0, false
+		}
+	}
+}
+
+// terminates reports whether the default action of n ends the process.
+func terminates(n syscall.Signal) bool {
+	switch n {
+	case unix.SIGCHLD, unix.SIGCONT, unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU,
+		unix.SIGURG, unix.SIGWINCH:
+		return false
+	}
+	return n >= 1 && n <= 64
+}
+
+// SetSubreaper makes the caller the reaper of its orphaned descendants when
+// it is not PID 1 (PID 1 of a namespace is that already). It reports whether
+// caw-init is PID 1.
+func SetSubreaper() (pid1 bool, err error) {
+	if os.Getpid() == 1 {
+		return true, nil
+	}
+	return false, unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
+
+// signalName is "SIGTERM" rather than Go's "terminated".
+func signalName(sig os.Signal) string {
+	if n, ok := sig.(syscall.Signal); ok {
+		if name := unix.SignalName(n); name != "" {
+			return name
+		}
+	}
+	return sig.String()
+}

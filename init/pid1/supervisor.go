@@ -1,0 +1,197 @@
+package pid1
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Logf prints one line when level <= the verbosity (0 always, 1 at -v).
+type Logf func(level int, format string, args ...any)
+
+// Config is the command to supervise.
+type Config struct {
+	Argv []string // COMMAND [ARG...]; COMMAND is looked up in $PATH
+	Env  []string
+	// Credential, when set, is applied in the child only (setgroups,
+	// setgid, setuid before exec); caw-init keeps its own identity.
+	Credential *syscall.Credential
+	PGroup     bool          // forward signals to the child's process group
+	Grace      time.Duration // leftovers: time between SIGTERM and SIGKILL
+	PID1       bool          // caw-init is PID 1 of its namespace
+	Logf       Logf
+}
+
+// StartError is a command that could not be started.
+type StartError struct {
+	Command string
+	Code    int // 127 not found, 126 found but not executable
+	Err     error
+}
+
+func (e *StartError) Error() string {
+	if e.Code == 127 {
+		return fmt.Sprintf("%s: command not found (%v)", e.Command, e.Err)
+	}
+	return fmt.Sprintf("%s: cannot execute (%v)", e.Command, e.Err)
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+// Supervisor runs one main child and reaps everything else.
+type Supervisor struct {
+	cfg  Config
+	sigs *Signals
+	pid  int
+	done bool
+	ws   syscall.WaitStatus
+	// noChildren is set when wait4 said ECHILD: no process is left that
+	// could be ours to reap, so shutdown has nothing to do.
+	noChildren bool
+}
+
+// Start spawns the command. It does not wait: Wait's loop owns all waiting,
+// so no other wait4 can take the main child's status.
+func Start(cfg Config, sigs *Signals) (*Supervisor, error) {
+	if cfg.Logf == nil {
+		cfg.Logf = func(int, string, ...any) {}
+	}
+	if len(cfg.Argv) == 0 {
+		return nil, errors.New("no command given")
+	}
+	cmd := exec.Command(cfg.Argv[0], cfg.Argv[1:]...)
+	cmd.Env = cfg.Env
+	// The same descriptors, not copies: no goroutine sits between the child
+	// and its stdio, and Go opens nothing beyond 0-2 for it.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	attr := &syscall.SysProcAttr{
+		// Its own process group, so -g can signal the child and everything
+		// it started, and never caw-init itself.
+		Setpgid:    true,
+		Credential: cfg.Credential,
+	}
+	if controllingTTY(0) {
+		// The child does tcsetpgrp on the terminal before exec (with its
+		// signals still blocked, so no SIGTTOU): job control and Ctrl-C
+		// reach the command, not caw-init.
+		attr.Foreground = true
+		attr.Ctty = 0
+	}
+	cmd.SysProcAttr = attr
+	if err := cmd.Start(); err != nil {
+		return nil, startError(cfg.Argv[0], err)
+	}
+	s := &Supervisor{cfg: cfg, sigs: sigs, pid: cmd.Process.Pid}
+	cfg.Logf(1, "started %q as pid %d (tty foreground: %v)", cfg.Argv[0], s.pid, attr.Foreground)
+	return s, nil
+}
+
+// controllingTTY reports whether fd is a terminal and the controlling
+// terminal of caw-init's session (tcsetpgrp needs both).
+func controllingTTY(fd int) bool {
+	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+		return false
+	}
+	_, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	return err == nil
+}
+
+func startError(command string, err error) *StartError {
+	code := 126
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		code = 127
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		err = errno
+	} else if errors.Is(err, exec.ErrNotFound) {
+		err = errors.New("not in $PATH")
+	}
+	return &StartError{Command: command, Code: code, Err: err}
+}
+
+// Pid is the main child's pid.
+func (s *Supervisor) Pid() int { return s.pid }
+
+// Wait forwards signals and reaps until the main child has exited, and
+// returns its status.
+func (s *Supervisor) Wait() syscall.WaitStatus {
+	// Children that ended before the loop started sent a SIGCHLD that is
+	// queued; this pass also covers orphans inherited from before exec.
+	s.reap()
+	for !s.done {
+		select {
+		case <-s.sigs.chld:
+			s.reap()
+		case sig := <-s.sigs.fwd:
+			s.forward(sig.(syscall.Signal))
+		}
+	}
+	return s.ws
+}
+
+// reap collects every child that has exited, without blocking.
+func (s *Supervisor) reap() {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG|unix.WALL, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil { // ECHILD: nothing left to wait for
+			s.noChildren = true
+			return
+		}
+		if pid <= 0 {
+			return
+		}
+		if pid == s.pid && !s.done {
+			s.done, s.ws = true, ws
+			s.cfg.Logf(1, "main child %d ended: %s", pid, describe(ws))
+			continue
+		}
+		s.cfg.Logf(2, "reaped pid %d: %s", pid, describe(ws))
+	}
+}
+
+func (s *Supervisor) forward(sig syscall.Signal) {
+	if s.done {
+		return
+	}
+	target := s.pid
+	if s.cfg.PGroup {
+		target = -s.pid
+	}
+	err := syscall.Kill(target, sig)
+	if errors.Is(err, syscall.ESRCH) && target < 0 {
+		// The child left its group (setsid, setpgid): reach it at least.
+		target, err = s.pid, syscall.Kill(s.pid, sig)
+	}
+	if err != nil {
+		s.cfg.Logf(1, "forward %s to %d: %v", unix.SignalName(sig), target, err)
+		return
+	}
+	s.cfg.Logf(1, "forwarded %s to %d", unix.SignalName(sig), target)
+}
+
+// ExitCode is the shell's view of a wait status: the exit code, or 128+N
+// for a death by signal N.
+func ExitCode(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+func describe(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("exit %d", ws.ExitStatus())
+}
