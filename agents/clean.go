@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -30,6 +31,9 @@ func CleanClaudeJSON(data []byte, opts CleanOptions) ([]byte, error) {
 			err = fmt.Errorf("not a JSON object")
 		}
 		return nil, fmt.Errorf("parse .claude.json: %w", err)
+	}
+	if !utf8.ValidString(opts.ContainerHome) {
+		return nil, fmt.Errorf("container home %q is not valid UTF-8", opts.ContainerHome)
 	}
 	out := make(map[string]any, len(claudeKeys)+1)
 	for _, k := range claudeKeys {

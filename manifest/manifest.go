@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 )
 
 // Version is the only manifest schema version this package reads and writes.
@@ -266,6 +267,9 @@ func (m *Manifest) Validate() error {
 	if strings.IndexFunc(m.User, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
 		return &ValidationError{Field: "user", Value: m.User, Reason: "contains a control character"}
 	}
+	if !utf8.ValidString(m.User) {
+		return &ValidationError{Field: "user", Value: m.User, Reason: "is not valid UTF-8"}
+	}
 	n := 0
 	for name, a := range m.Agents {
 		if !validName(name) {
@@ -386,6 +390,8 @@ func checkRel(field, p, base string) error {
 		return bad("is empty")
 	case strings.ContainsRune(p, 0):
 		return bad("contains a NUL byte")
+	case !utf8.ValidString(p):
+		return bad("is not valid UTF-8")
 	case path.IsAbs(p):
 		return bad("is absolute (it must be relative to " + base + ")")
 	}
@@ -410,6 +416,8 @@ func checkAbs(field, p string, required bool) error {
 	switch {
 	case strings.ContainsRune(p, 0):
 		return &ValidationError{Field: field, Value: p, Reason: "contains a NUL byte"}
+	case !utf8.ValidString(p):
+		return &ValidationError{Field: field, Value: p, Reason: "is not valid UTF-8"}
 	case !path.IsAbs(p):
 		return &ValidationError{Field: field, Value: p, Reason: "is not an absolute path"}
 	case path.Clean(p) != p:
