@@ -1,0 +1,104 @@
+package harness
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// expiryBase is the expiresAt (epoch ms, in 2100) of sequence number 0, so
+// every credential the harness writes is valid and a larger sequence number
+// is always the fresher token.
+const expiryBase = 4102444800000
+
+// Cred is a Claude Code credential whose freshness is seq: its access and
+// refresh tokens name seq and its expiry grows with it.
+func Cred(seq int64) []byte {
+	return fmt.Appendf(nil, `{"claudeAiOauth":{"accessToken":"sk-ant-oat01-caw-%012d","refreshToken":"sk-ant-ort01-caw-%012d","expiresAt":%d,"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}`,
+		seq, seq, expiryBase+seq*1000)
+}
+
+// Seq reads the sequence number of a credential Cred wrote. ok is false for
+// anything else: empty, torn, another token, or a file the tokens disagree in.
+func Seq(data []byte) (seq int64, ok bool) {
+	var doc struct {
+		O *struct {
+			A string `json:"accessToken"`
+			R string `json:"refreshToken"`
+			E int64  `json:"expiresAt"`
+		} `json:"claudeAiOauth"`
+	}
+	if json.Unmarshal(data, &doc) != nil || doc.O == nil {
+		return 0, false
+	}
+	seq = (doc.O.E - expiryBase) / 1000
+	// The guard may pad an in-place write with trailing whitespace (valid
+	// JSON), so only the bytes before it must be exactly what was written.
+	if doc.O.E < expiryBase || !bytes.Equal(bytes.TrimRight(data, " \t\r\n"), Cred(seq)) {
+		return 0, false
+	}
+	return seq, true
+}
+
+// ReadSeq reads a file's sequence number; -1 when it holds none.
+func ReadSeq(path string) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	if s, ok := Seq(data); ok {
+		return s
+	}
+	return -1
+}
+
+// WriteInPlace rewrites an existing file the way Codex and Gemini do:
+// truncate, write, close. The inode, owner and mode stay.
+func WriteInPlace(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// WriteRename replaces a file the way Claude Code (2.1.118 and later) does:
+// a temp file <name>.tmp.<hex> in the same directory, owned by uid:gid and
+// mode 0600, renamed over the name.
+func WriteRename(path string, data []byte, uid, gid int) error {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	tmp := path + ".tmp." + hex.EncodeToString(b[:])
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chown(uid, gid); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename into %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
