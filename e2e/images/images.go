@@ -305,6 +305,9 @@ func writeContext(w io.Writer, dockerfile string, ca []byte, goroot string) erro
 			return err
 		}
 		rel, _ := filepath.Rel(goroot, p)
+		if d.IsDir() && (rel == "test" || rel == "api") {
+			return filepath.SkipDir // the toolchain's own tests: not needed to build
+		}
 		name := filepath.ToSlash(filepath.Join("go", rel))
 		info, err := d.Info()
 		if err != nil {
