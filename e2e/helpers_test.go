@@ -155,7 +155,7 @@ func newHome(t *testing.T, s *suite, uid, gid int, mode os.FileMode) *hostHome {
 		}
 	}
 	files := map[string][]byte{
-		filepath.Join(h.dir, ".claude.json"): []byte(`{"oauthAccount":{"emailAddress":"fake@example.invalid"},"hasCompletedOnboarding":true,"userID":"u1","projects":{"/home/alice/src":{}}}` + "\n"),
+		filepath.Join(h.dir, ".claude.json"):          []byte(`{"oauthAccount":{"emailAddress":"fake@example.invalid"},"hasCompletedOnboarding":true,"userID":"u1","projects":{"/home/alice/src":{}}}` + "\n"),
 		filepath.Join(h.dir, ".codex", "config.toml"): []byte("model = \"o4\"\n\n[projects.\"/home/alice/src\"]\ntrust_level = \"trusted\"\n"),
 	}
 	for p, data := range files {
