@@ -1,0 +1,323 @@
+package guard
+
+// Test environment: every test in this package runs in a private mount
+// namespace (TestMain re-executes the test binary with CLONE_NEWNS; Go makes
+// / private in the child), so tests bind-mount real host files onto real
+// staging placeholders exactly as Docker does, and watch them with real
+// inotify.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caw-dev/caw/internal/testenv"
+	"github.com/caw-dev/caw/manifest"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	nsEnv     = "CAW_GUARD_TEST_NS"
+	helperEnv = "CAW_GUARD_TEST_HELPER"
+	// The container user, and the host user owning the host files.
+	userUID, userGID = 1000, 1000
+	hostUID, hostGID = 3000, 3000
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(guardHelper())
+	}
+	if os.Geteuid() == 0 && os.Getenv(nsEnv) == "" {
+		cmd := exec.Command(os.Args[0], os.Args[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.Env = append(os.Environ(), nsEnv+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Run(); err != nil {
+			if ee, ok := err.(*exec.ExitError); ok {
+				os.Exit(ee.ExitCode())
+			}
+			fmt.Fprintln(os.Stderr, "re-exec in a private mount namespace:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// tokenBase is an expiry an hour ahead: token n expires n seconds later, so
+// a larger n is a fresher login.
+var tokenBase = time.Now().Add(time.Hour).UnixMilli()
+
+func claudeTok(n int) []byte {
+	return fmt.Appendf(nil, `{"claudeAiOauth":{"accessToken":"at-%d","refreshToken":"rt-%d","expiresAt":%d,"scopes":["user:inference"]},"mcpOAuth":{}}`+"\n",
+		n, n, tokenBase+int64(n)*1000)
+}
+
+func codexTok(n int) []byte {
+	last := time.UnixMilli(tokenBase).Add(time.Duration(n) * time.Second).UTC().Format(time.RFC3339Nano)
+	return fmt.Appendf(nil, `{"OPENAI_API_KEY":null,"tokens":{"id_token":"id-%d","access_token":"ac-%d","refresh_token":"rf-%d","account_id":"acct"},"last_refresh":%q}`+"\n",
+		n, n, n, last)
+}
+
+var claudeStub = []byte(`{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":0}}` + "\n")
+
+// logBuf collects the guard's log lines.
+type logBuf struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logBuf) logf(level int, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf("%d ", level)+fmt.Sprintf(format, args...))
+}
+
+// count counts lines at level (or any level when level < 0) containing s.
+func (l *logBuf) count(level int, s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if (level < 0 || strings.HasPrefix(line, fmt.Sprintf("%d ", level))) && strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// fx is one container: a staging dir with host files mounted into it, a
+// home, a manifest.
+type fx struct {
+	t                    *testing.T
+	dir, auth, host, home string
+	m                    *manifest.Manifest
+	log                  *logBuf
+}
+
+func newFx(t *testing.T) *fx {
+	t.Helper()
+	testenv.RequireRoot(t)
+	if os.Getenv(nsEnv) == "" {
+		t.Fatal("not in a private mount namespace (TestMain re-executes the tests as root)")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	f := &fx{t: t, dir: dir, auth: filepath.Join(dir, "auth"), host: filepath.Join(dir, "hosthome"),
+		home: filepath.Join(dir, "home", "user"), log: &logBuf{},
+		m: &manifest.Manifest{Version: 1, ContainerHome: "/home/user", MountPoint: "/tmp/caw_auth", Agents: map[string]manifest.Agent{}}}
+	for _, d := range []string{f.auth, f.host, f.home} {
+		mkdir(t, d, 0, 0)
+	}
+	os.Chown(f.home, userUID, userGID)
+	os.Chmod(f.home, 0o700)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("guard log:\n%s", f.log)
+		}
+	})
+	return f
+}
+
+func mkdir(t testing.TB, d string, uid, gid int) {
+	t.Helper()
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if uid != 0 {
+		os.Chown(d, uid, gid)
+	}
+}
+
+func (f *fx) entry(agent string, file manifest.File) {
+	a := f.m.Agents[agent]
+	a.Files = append(a.Files, file)
+	f.m.Agents[agent] = a
+}
+
+// bind adds a credential with strategy bind: the host file (owned by the
+// host user) is bind-mounted onto its staging placeholder. It returns the
+// host file's path.
+func (f *fx) bind(agent, target string, content []byte) string {
+	f.t.Helper()
+	src := agent + "/cred.json"
+	hostFile := filepath.Join(f.host, agent, "cred.json")
+	mkdir(f.t, filepath.Dir(hostFile), 0, 0)
+	writeOwned(f.t, hostFile, content, hostUID, hostGID, 0o600)
+	f.placeholder(src)
+	mount(f.t, hostFile, filepath.Join(f.auth, src))
+	f.entry(agent, manifest.File{Src: src, ContainerTarget: target, HostOriginal: "." + agent + "/cred.json",
+		Type: "credential", Strategy: "bind", Mode: "0600"})
+	return hostFile
+}
+
+// bindDir adds a credential with strategy bind-dir: the host directory is
+// bind-mounted onto the staging directory. It returns the host file's path.
+func (f *fx) bindDir(agent, target string, content []byte) string {
+	f.t.Helper()
+	src := agent + "/dir/cred.json"
+	hostDir := filepath.Join(f.host, agent+"-dir")
+	mkdir(f.t, hostDir, hostUID, hostGID)
+	hostFile := filepath.Join(hostDir, "cred.json")
+	if content != nil {
+		writeOwned(f.t, hostFile, content, hostUID, hostGID, 0o640)
+	}
+	mkdir(f.t, filepath.Join(f.auth, agent, "dir"), 0, 0)
+	mount(f.t, hostDir, filepath.Join(f.auth, agent, "dir"))
+	f.entry(agent, manifest.File{Src: src, ContainerTarget: target, HostOriginal: "." + agent + "/cred.json",
+		Type: "credential", Strategy: "bind-dir", Mode: "0600"})
+	return hostFile
+}
+
+// placeholder is what caw setup leaves as a mount target.
+func (f *fx) placeholder(src string) {
+	p := filepath.Join(f.auth, src)
+	mkdir(f.t, filepath.Dir(p), 0, 0)
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func mount(t testing.TB, src, dst string) {
+	t.Helper()
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount %s on %s: %v", src, dst, err)
+	}
+	t.Cleanup(func() { unix.Unmount(dst, unix.MNT_DETACH) })
+}
+
+func (f *fx) cfg() Config {
+	if err := f.m.Validate(); err != nil {
+		f.t.Fatal(err)
+	}
+	return Config{AuthDir: f.auth, Manifest: f.m, Home: f.home, UID: userUID, GID: userGID, Logf: f.log.logf}
+}
+
+func (f *fx) start() *Guard {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g, err := Start(ctx, f.cfg())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { g.Close() })
+	return g
+}
+
+func (f *fx) homePath(rel string) string { return filepath.Join(f.home, rel) }
+
+// writeOwned writes p in place (keeping its inode when it exists).
+func writeOwned(t testing.TB, p string, data []byte, uid, gid int, perm os.FileMode) {
+	t.Helper()
+	fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	fh.Chown(uid, gid)
+	if err := fh.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// renameOwned replaces p by temp + rename, as Claude Code does.
+func renameOwned(t testing.TB, p string, data []byte, uid, gid int) {
+	t.Helper()
+	tmp := fmt.Sprintf("%s.tmp.%d", p, time.Now().UnixNano())
+	writeOwned(t, tmp, data, uid, gid, 0o600)
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readFile reads p without blocking on a FIFO an attack test planted.
+func readFile(p string) []byte {
+	fh, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil
+	}
+	defer fh.Close()
+	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() > maxCredSize {
+		return nil
+	}
+	b, _ := io.ReadAll(fh)
+	return b
+}
+
+func same(a, b []byte) bool { return bytes.Equal(trimJSON(a), trimJSON(b)) }
+
+// waitFor waits, on inotify events in dirs, until cond holds (10s at most).
+func waitFor(t testing.TB, what string, cond func() bool, dirs ...string) {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	for _, d := range dirs {
+		unix.InotifyAddWatch(fd, d, unix.IN_MODIFY|unix.IN_MOVED_TO|unix.IN_CREATE|unix.IN_CLOSE_WRITE|unix.IN_ATTRIB|unix.IN_DELETE)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 64*1024)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		// The poll timeout is only a backstop against a missed event.
+		unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 20)
+		for {
+			if n, err := unix.Read(fd, buf); n <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+
+// waitContent waits until p holds want (trailing whitespace ignored).
+func waitContent(t testing.TB, p string, want []byte) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%s to hold %.60s", p, want), func() bool { return same(readFile(p), want) }, filepath.Dir(p))
+}
+
+func assertContent(t testing.TB, p string, want []byte) {
+	t.Helper()
+	if got := readFile(p); !same(got, want) {
+		t.Fatalf("%s holds %.80q, want %.80q", p, got, want)
+	}
+}
+
+func assertOwner(t testing.TB, p string, uid, gid int, perm os.FileMode) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if int(st.Uid) != uid || int(st.Gid) != gid || os.FileMode(st.Mode&0o777) != perm {
+		t.Fatalf("%s: owner %d:%d mode %o, want %d:%d %o", p, st.Uid, st.Gid, st.Mode&0o777, uid, gid, perm)
+	}
+}
+
+func manifestFile(src, target, typ, strategy, mode string) manifest.File {
+	return manifest.File{Src: src, ContainerTarget: target, HostOriginal: target, Type: typ, Strategy: strategy, Mode: mode}
+}
+
+func itoa(n int64) string { return fmt.Sprint(n) }

@@ -1,0 +1,3 @@
+package guard
+
+func guardHelper() int { return 0 }

@@ -1,0 +1,358 @@
+package guard
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/caw-dev/caw/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// sentinel is a second credential in the same guard. The guard handles
+// events in order on one inotify descriptor, so once a refresh of the
+// sentinel's home copy has reached its host file, every event queued before
+// it has been handled: that is how a test proves something did NOT
+// propagate, without sleeping.
+type sentinel struct {
+	f              *fx
+	home, hostFile string
+	n              int
+}
+
+func (f *fx) sentinel() *sentinel {
+	s := &sentinel{f: f, n: 1, home: f.homePath(".codex/auth.json")}
+	s.hostFile = f.bind("codex", ".codex/auth.json", codexTok(1))
+	return s
+}
+
+func (s *sentinel) barrier() {
+	s.f.t.Helper()
+	s.n++
+	renameOwned(s.f.t, s.home, codexTok(s.n), userUID, userGID)
+	waitContent(s.f.t, s.hostFile, codexTok(s.n))
+}
+
+func TestCopyInCreatesHomeAndConfigs(t *testing.T) {
+	f := newFx(t)
+	os.RemoveAll(f.home) // a missing home is created for the user
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(5))
+	mkdir(t, filepath.Join(f.auth, "claude"), 0, 0)
+	os.WriteFile(filepath.Join(f.auth, "claude/config.json"), []byte(`{"hasCompletedOnboarding":true}`), 0o644)
+	f.entry("claude", manifestFile("claude/config.json", ".config/claude/claude.json", "config", "copy", "0640"))
+	f.start()
+
+	assertOwner(t, f.home, userUID, userGID, 0o700)
+	assertOwner(t, f.homePath(".claude"), userUID, userGID, 0o700)
+	assertOwner(t, f.homePath(".claude/.credentials.json"), userUID, userGID, 0o600)
+	assertContent(t, f.homePath(".claude/.credentials.json"), claudeTok(5))
+	assertOwner(t, f.homePath(".config"), userUID, userGID, 0o700)
+	assertOwner(t, f.homePath(".config/claude/claude.json"), userUID, userGID, 0o640)
+	assertContent(t, f.homePath(".config/claude/claude.json"), []byte(`{"hasCompletedOnboarding":true}`))
+	assertContent(t, hostFile, claudeTok(5))
+	assertOwner(t, hostFile, hostUID, hostGID, 0o600)
+}
+
+func TestCopyInKeepsFresherHomeCopy(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(3))
+	older := f.bindDir("codex", ".codex/auth.json", codexTok(9))
+	mkdir(t, f.homePath(".claude"), userUID, userGID)
+	mkdir(t, f.homePath(".codex"), userUID, userGID)
+	writeOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(7), userUID, userGID, 0o600)
+	writeOwned(t, f.homePath(".codex/auth.json"), codexTok(2), userUID, userGID, 0o600)
+	f.start()
+	// Fresher home copy: kept and pushed to the host, in place.
+	assertContent(t, f.homePath(".claude/.credentials.json"), claudeTok(7))
+	assertContent(t, hostFile, claudeTok(7))
+	assertOwner(t, hostFile, hostUID, hostGID, 0o600)
+	// Older home copy: replaced from the host.
+	assertContent(t, f.homePath(".codex/auth.json"), codexTok(9))
+	assertContent(t, older, codexTok(9))
+}
+
+func TestBindBothWays(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	assertContent(t, homeFile, claudeTok(1))
+
+	// Home, in place (Claude Code <= 2.1.117, Codex, Gemini).
+	writeOwned(t, homeFile, claudeTok(2), userUID, userGID, 0o600)
+	waitContent(t, hostFile, claudeTok(2))
+	// Home, temp + rename (Claude Code >= 2.1.118).
+	renameOwned(t, homeFile, claudeTok(3), userUID, userGID)
+	waitContent(t, hostFile, claudeTok(3))
+	// Host, in place (the only way through a file bind mount).
+	writeOwned(t, hostFile, claudeTok(4), hostUID, hostGID, 0o600)
+	waitContent(t, homeFile, claudeTok(4))
+	// A shorter document: the padded in-place write is truncated to size.
+	short := []byte(`{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":` + itoa(tokenBase+99000) + `}}`)
+	renameOwned(t, homeFile, short, userUID, userGID)
+	waitContent(t, hostFile, short)
+	waitFor(t, "the host file truncated to size", func() bool { return len(readFile(hostFile)) == len(short) }, filepath.Dir(hostFile))
+	assertOwner(t, hostFile, hostUID, hostGID, 0o600)
+	assertOwner(t, homeFile, userUID, userGID, 0o600)
+}
+
+func TestBindDirBothWays(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bindDir("claude", ".claude/.credentials.json", claudeTok(1))
+	f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	assertContent(t, homeFile, claudeTok(1))
+
+	// Host replaces its file by rename (today's Claude Code): seen, synced.
+	renameOwned(t, hostFile, claudeTok(2), hostUID, hostGID)
+	waitContent(t, homeFile, claudeTok(2))
+	writeOwned(t, hostFile, claudeTok(3), hostUID, hostGID, 0o640)
+	waitContent(t, homeFile, claudeTok(3))
+	// Home to host: a new file with the original's owner and mode.
+	os.Chmod(hostFile, 0o640)
+	renameOwned(t, homeFile, claudeTok(4), userUID, userGID)
+	waitContent(t, hostFile, claudeTok(4))
+	assertOwner(t, hostFile, hostUID, hostGID, 0o640)
+	writeOwned(t, homeFile, claudeTok(5), userUID, userGID, 0o600)
+	waitContent(t, hostFile, claudeTok(5))
+	assertOwner(t, hostFile, hostUID, hostGID, 0o640)
+	// No temp file left behind on the host.
+	names, _ := os.ReadDir(filepath.Dir(hostFile))
+	if len(names) != 1 {
+		t.Fatalf("host dir holds %d entries, want 1", len(names))
+	}
+}
+
+// TestUnusableNeverWins: a logged-out stub, invalid JSON, an empty file and
+// an older token, on either side, never overwrite the fresher credential.
+func TestUnusableNeverWins(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(10))
+	s := f.sentinel()
+	f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	for _, bad := range [][]byte{claudeStub, []byte(`{"claudeAiOauth":{"accessTo`), nil, []byte("  \n"), []byte(`{"other":1}`)} {
+		writeOwned(t, homeFile, bad, userUID, userGID, 0o600)
+		s.barrier()
+		assertContent(t, hostFile, claudeTok(10))
+		renameOwned(t, homeFile, bad, userUID, userGID)
+		s.barrier()
+		assertContent(t, hostFile, claudeTok(10))
+	}
+	// Host side: the home keeps its (restored) token.
+	renameOwned(t, homeFile, claudeTok(11), userUID, userGID)
+	waitContent(t, hostFile, claudeTok(11))
+	for _, bad := range [][]byte{claudeStub, []byte(`{"claudeAiOauth":`), nil, claudeTok(4)} {
+		writeOwned(t, hostFile, bad, hostUID, hostGID, 0o600)
+		s.barrier()
+		if got := readFile(homeFile); !same(got, claudeTok(11)) {
+			t.Fatalf("host wrote %.40q: home now holds %.80q", bad, got)
+		}
+	}
+	if n := f.log.count(-1, "->"); n == 0 {
+		t.Log(f.log)
+	}
+}
+
+// TestRegressionWriteBack: an agent rewriting an older token in the home
+// gets the fresher one back; one that keeps doing it is reported once and
+// left alone.
+func TestRegressionWriteBack(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(20))
+	f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	for i := 0; i < maxWriteBacks; i++ {
+		renameOwned(t, homeFile, claudeTok(15), userUID, userGID)
+		waitContent(t, homeFile, claudeTok(20))
+	}
+	assertContent(t, hostFile, claudeTok(20))
+	renameOwned(t, homeFile, claudeTok(15), userUID, userGID)
+	waitFor(t, "the regression report", func() bool { return f.log.count(0, "leaving it alone") == 1 }, f.homePath(".claude"))
+	assertContent(t, homeFile, claudeTok(15))
+	assertContent(t, hostFile, claudeTok(20))
+	// A genuinely fresher token from the container still goes through.
+	renameOwned(t, homeFile, claudeTok(21), userUID, userGID)
+	waitContent(t, hostFile, claudeTok(21))
+	if n := f.log.count(0, "leaving it alone"); n != 1 {
+		t.Fatalf("regression reported %d times, want once", n)
+	}
+}
+
+func TestTornWriteNeverPropagates(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	s := f.sentinel()
+	f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	for _, side := range []struct {
+		name     string
+		writeTo  string
+		readFrom string
+		uid, gid int
+	}{{"home", homeFile, hostFile, userUID, userGID}, {"host", hostFile, homeFile, hostUID, hostGID}} {
+		before := readFile(side.readFrom)
+		next := claudeTok(2)
+		if side.name == "host" {
+			next = claudeTok(3)
+		}
+		fh, err := os.OpenFile(side.writeTo, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The writer pauses mid-file: the guard sees a truncate and a
+		// partial document, and must copy neither.
+		fh.Write(next[:len(next)/2])
+		s.barrier()
+		assertContent(t, side.readFrom, before)
+		fh.Write(next[len(next)/2:])
+		fh.Close()
+		waitContent(t, side.readFrom, next)
+	}
+}
+
+func TestFlushWithoutEvents(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	dirFile := f.bindDir("codex", ".codex/auth.json", codexTok(1))
+	g := f.start()
+	// No inotify from here on: Flush alone must carry the last refresh.
+	g.stopWatching()
+	renameOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(2), userUID, userGID)
+	writeOwned(t, f.homePath(".codex/auth.json"), codexTok(2), userUID, userGID, 0o600)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertContent(t, hostFile, claudeTok(2))
+	assertContent(t, dirFile, codexTok(2))
+}
+
+func TestFlushRightAfterWrite(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	g := f.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 2; i < 50; i++ {
+		renameOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(i), userUID, userGID)
+		if err := g.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		assertContent(t, hostFile, claudeTok(i))
+	}
+}
+
+func TestMissingMount(t *testing.T) {
+	f := newFx(t)
+	// claude: the placeholder caw setup leaves, never mounted; gemini: a
+	// bind-dir whose directory is not mounted.
+	f.placeholder("claude/cred.json")
+	f.entry("claude", manifestFile("claude/cred.json", ".claude/.credentials.json", "credential", "bind", "0600"))
+	mkdir(t, filepath.Join(f.auth, "gemini/dir"), 0, 0)
+	f.entry("gemini", manifestFile("gemini/dir/oauth_creds.json", ".gemini/oauth_creds.json", "credential", "bind-dir", "0600"))
+	s := f.sentinel()
+	f.start()
+	for _, agent := range []string{"claude", "gemini"} {
+		if n := f.log.count(0, agent+" credential"); n != 1 || f.log.count(0, "$(caw docker-flags)") != 2 {
+			t.Fatalf("want one line per missing mount naming the fix, got:\n%s", f.log)
+		}
+	}
+	if _, err := os.Lstat(f.homePath(".claude/.credentials.json")); err == nil {
+		t.Fatal("a placeholder was copied into the home")
+	}
+	// Writing where the placeholder is synced to nothing, and the others
+	// still work.
+	mkdir(t, f.homePath(".claude"), userUID, userGID)
+	writeOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(3), userUID, userGID, 0o600)
+	s.barrier()
+	if b := readFile(filepath.Join(f.auth, "claude/cred.json")); len(b) != 0 {
+		t.Fatalf("the guard wrote into the placeholder: %q", b)
+	}
+}
+
+// TestDeadInode: the host replaces a file-bind-mounted credential by
+// rename. The mount keeps the old inode (link count 0): reported once with
+// the fix, and nothing is written into it any more.
+func TestDeadInode(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	s := f.sentinel()
+	f.start()
+	renameOwned(t, hostFile, claudeTok(2), hostUID, hostGID)
+	waitFor(t, "the detach report", func() bool { return f.log.count(0, "caw setup --strategy claude=bind-dir") == 1 }, f.homePath(".claude"))
+	renameOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(5), userUID, userGID)
+	s.barrier()
+	assertContent(t, hostFile, claudeTok(2))
+	if got := readFile(filepath.Join(f.auth, "claude/cred.json")); !same(got, claudeTok(1)) {
+		t.Fatalf("the dead inode was written: %.80q", got)
+	}
+	if n := f.log.count(0, "bind-dir"); n != 1 {
+		t.Fatalf("detach reported %d times, want once:\n%s", n, f.log)
+	}
+}
+
+func TestReadOnlyHost(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	mnt := filepath.Join(f.auth, "claude/cred.json")
+	if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	renameOwned(t, homeFile, claudeTok(2), userUID, userGID)
+	waitFor(t, "the read-only report", func() bool { return f.log.count(0, "read-only") == 1 }, f.homePath(".claude"))
+	// The other direction keeps working.
+	writeOwned(t, hostFile, claudeTok(3), hostUID, hostGID, 0o600)
+	waitContent(t, homeFile, claudeTok(3))
+	renameOwned(t, homeFile, claudeTok(4), userUID, userGID)
+	writeOwned(t, hostFile, claudeTok(5), hostUID, hostGID, 0o600)
+	waitContent(t, homeFile, claudeTok(5))
+	if n := f.log.count(0, "read-only"); n != 1 {
+		t.Fatalf("read-only reported %d times, want once", n)
+	}
+}
+
+// TestEightGuards: eight containers share one host file; a refresh in any
+// of them reaches the host and every other one.
+func TestEightGuards(t *testing.T) {
+	testenv.RequireRoot(t)
+	hostDir := t.TempDir()
+	hostFile := filepath.Join(hostDir, "cred.json")
+	writeOwned(t, hostFile, claudeTok(1), hostUID, hostGID, 0o600)
+	var fxs []*fx
+	for i := 0; i < 8; i++ {
+		f := newFx(t)
+		src := "claude/cred.json"
+		f.placeholder(src)
+		mount(t, hostFile, filepath.Join(f.auth, src))
+		f.entry("claude", manifestFile(src, ".claude/.credentials.json", "credential", "bind", "0600"))
+		f.start()
+		fxs = append(fxs, f)
+	}
+	n := 1
+	for round := 0; round < 3; round++ {
+		for i, f := range fxs {
+			n++
+			if i%2 == 0 {
+				renameOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(n), userUID, userGID)
+			} else {
+				writeOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(n), userUID, userGID, 0o600)
+			}
+			waitContent(t, hostFile, claudeTok(n))
+			for _, o := range fxs {
+				waitContent(t, o.homePath(".claude/.credentials.json"), claudeTok(n))
+			}
+		}
+	}
+	// A host refresh reaches all eight.
+	n++
+	writeOwned(t, hostFile, claudeTok(n), hostUID, hostGID, 0o600)
+	for _, o := range fxs {
+		waitContent(t, o.homePath(".claude/.credentials.json"), claudeTok(n))
+	}
+}
