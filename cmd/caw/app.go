@@ -26,7 +26,8 @@ const (
 	exitUsage = 2
 )
 
-const exitCodesHelp = `EXIT CODES:
+const exitCodesHelp = `
+EXIT CODES:
    0  success
    1  error (nothing usable to set up, a missing host credential, status --check found a credential that is not valid, ...)
    2  usage (unknown command, flag, agent, strategy or format)`
@@ -84,7 +85,11 @@ func noCommand(c *cli.Context) error {
 	if c.Args().Present() {
 		return &host.UsageError{Msg: fmt.Sprintf("unknown command %q", c.Args().First())}
 	}
-	_ = cli.ShowSubcommandHelp(c)
+	if c.Command != nil && c.Command.Name == "auth" {
+		_ = cli.ShowSubcommandHelp(c)
+	} else {
+		_ = cli.ShowAppHelp(c)
+	}
 	return &host.UsageError{Msg: "no command given"}
 }
 
@@ -170,6 +175,14 @@ func commands() []*cli.Command {
 				&cli.BoolFlag{Name: "force", Usage: "remove even while a host credential is a symlink into the staging dir"},
 			},
 			Action: cmdTeardown,
+		}),
+		withUsage(&cli.Command{
+			Name:  "completion",
+			Usage: "print a bash completion script: source <(caw completion)",
+			Action: func(c *cli.Context) error {
+				_, err := io.WriteString(c.App.Writer, bashCompletion)
+				return err
+			},
 		}),
 		withUsage(&cli.Command{
 			Name:  "version",
@@ -310,3 +323,17 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// bashCompletion asks caw itself for candidates (urfave/cli's
+// --generate-bash-completion) for every word being completed.
+const bashCompletion = `_caw_complete() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" words
+    if [[ "$cur" == -* ]]; then
+        words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
+    else
+        words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+    fi
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -o bashdefault -o default -F _caw_complete caw
+`
