@@ -285,14 +285,32 @@ func replaceDir(dir string, fill func(*os.Root) error) error {
 		committed = true
 		return nil
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE); err == nil {
+	if err := swapDirs(tmp, dir, exchange); err != nil {
+		return err
+	}
+	committed = true
+	return nil
+}
+
+// exchange swaps two paths atomically (renameat2 RENAME_EXCHANGE).
+func exchange(a, b string) error {
+	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
+}
+
+// swapDirs puts the directory tmp in dir's place and removes the old dir.
+// With an atomic exchange there is no moment without a staging dir; where
+// the filesystem lacks it, the old dir is renamed aside first and put back
+// if the second rename fails. On error tmp still exists (the caller removes
+// it) and dir holds the old staging.
+func swapDirs(tmp, dir string, exchange func(a, b string) error) error {
+	if err := exchange(tmp, dir); err == nil {
 		// tmp now holds the old staging.
-		committed = true
 		if err := os.RemoveAll(tmp); err != nil {
 			return fmt.Errorf("remove the old staging %s: %w", tmp, err)
 		}
 		return nil
 	}
+	parent, base := filepath.Split(dir)
 	old := filepath.Join(parent, "."+base+".old-"+randHex())
 	if err := os.Rename(dir, old); err != nil {
 		return fmt.Errorf("move the old staging aside: %w", err)
@@ -303,7 +321,6 @@ func replaceDir(dir string, fill func(*os.Root) error) error {
 		}
 		return fmt.Errorf("put staging in place: %w", err)
 	}
-	committed = true
 	if err := os.RemoveAll(old); err != nil {
 		return fmt.Errorf("remove the old staging %s: %w", old, err)
 	}

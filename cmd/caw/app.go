@@ -248,6 +248,9 @@ func cmdStatus(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if contains(c.StringSlice("agents"), "all") {
+		names = nil // every staged agent, not every known one
+	}
 	rep, err := host.Status(host.StatusOptions{AuthDir: dir, Agents: names})
 	if err != nil {
 		return err

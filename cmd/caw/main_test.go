@@ -114,6 +114,7 @@ func TestWorkflow(t *testing.T) {
 	writeFile(t, filepath.Join(home, ".claude/.credentials.json"), `{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":1000}}`)
 	caw(t, home, nil, "status", "--check").want(t, 1, "EXPIRED", "check failed: not every credential is valid")
 	caw(t, home, nil, "status", "--agents", "codex", "--check").want(t, 0, "codex", "")
+	caw(t, home, nil, "status", "--agents", "all").want(t, 0, "claude", "")
 
 	r = caw(t, home, nil, "status", "--json")
 	var rep struct {
