@@ -65,7 +65,7 @@ func run(quick bool, cawInit, only string, verbose bool) error {
 		startN: 1000, orphans: 10000, reapReps: 5, syncN: 1000, fanRounds: 200, fanSizes: []int{1, 8, 64}, idle: 60 * time.Second}
 	if quick {
 		cfg.startN, cfg.orphans, cfg.reapReps, cfg.syncN, cfg.fanRounds, cfg.fanSizes, cfg.idle =
-			100, 1000, 1, 100, 20, []int{1, 8, 64}, 5*time.Second
+			100, 1000, 1, 50, 10, []int{1, 8, 64}, 3*time.Second
 	}
 	var err error
 	if cfg.self, err = os.Executable(); err != nil {

@@ -52,6 +52,9 @@ func (s Sample) Max() time.Duration { return s.Quantile(1) }
 // fmtDur renders a duration with three significant digits in the unit that
 // suits it: "842 µs", "1.27 ms", "3.10 s".
 func fmtDur(d time.Duration) string {
+	if d < 0 {
+		return "-" + fmtDur(-d)
+	}
 	switch {
 	case d < time.Microsecond:
 		return fmt.Sprintf("%d ns", d.Nanoseconds())

@@ -151,7 +151,10 @@ func waitExists(p string, timeout time.Duration) error {
 // each round measures a lone write, not a queue behind the guard's handling
 // of its own previous copy (the echo it must ignore): three times the
 // guard's last latency, at least 2 ms. A slow guard gets a longer pause.
-func settle(last time.Duration) time.Duration { return max(2*time.Millisecond, 3*last) }
+// Capped at 50 ms so that an outlier (a busy machine) does not stall the run.
+func settle(last time.Duration) time.Duration {
+	return min(max(2*time.Millisecond, 3*last), 50*time.Millisecond)
+}
 
 // lostAfter is how long a write may take before it counts as lost.
 const lostAfter = time.Second
@@ -245,8 +248,8 @@ func benchSync(cfg *config, t *Table) error {
 				}
 				r.Goal = verdict(goal, ok && lost[j] == 0)
 				if floor != nil && len(samples[j]) > 0 {
-					t.Note("%s: caw-init p50 %s above the floor's (%s vs %s), p99 %s vs %s", s.label,
-						fmtDur(samples[j].Median()-floor.Median()), fmtDur(samples[j].Median()), fmtDur(floor.Median()),
+					t.Note("%s: caw-init p50 %s the floor's (%s vs %s), p99 %s vs %s", s.label,
+						ratio(float64(samples[j].Median()), float64(floor.Median())), fmtDur(samples[j].Median()), fmtDur(floor.Median()),
 						fmtDur(samples[j].P99()), fmtDur(floor.P99()))
 				}
 			}
@@ -256,6 +259,6 @@ func benchSync(cfg *config, t *Table) error {
 			t.Add(r)
 		}
 	}
-	t.Note("sync: from the start of the write on one side until the other side's file holds the whole new token (seen through inotify, no polling); after each round the guard gets 3x its latency (>= 2 ms) to settle; [bind] mounts the host file, [bind-dir] its directory; the shell guard and the floor watch the file's inode and so see no renames")
+	t.Note("sync: from the start of the write on one side until the other side's file holds the whole new token (seen through inotify, no polling); after each round the guard gets 3x its latency (2 to 50 ms) to settle; [bind] mounts the host file, [bind-dir] its directory; the shell guard and the floor watch the file's inode and so see no renames")
 	return nil
 }

@@ -74,6 +74,10 @@ type Container struct {
 	MountSrc, MountDst string
 	// Mounted is the credential as the guard sees it through the mount.
 	Mounted string
+	// Passwd and Group are the container's /etc/passwd and /etc/group,
+	// mounted over the machine's inside the namespace: they name the target
+	// user "caw-agent" with Home as its home, as an image's files would.
+	Passwd, Group string
 
 	cmd     *exec.Cmd
 	pid     int // the guard's pid, seen from here
@@ -96,11 +100,14 @@ type Spec struct {
 // sleeps as an idle agent would.
 var ChildArgv = []string{"/bin/sh", "-c", "echo ready; exec sleep 1000000"}
 
+// User is the target user's name in the container's /etc/passwd.
+const User = "caw-agent"
+
 // CawInit is the argv that runs the real caw-init binary at path with the
 // container's staging dir and user, then extra flags.
 func CawInit(path string, extra ...string) func(c *Container) []string {
 	return func(c *Container) []string {
-		argv := []string{path, "--auth-dir", c.Staging, "--user", fmt.Sprintf("%d:%d", c.UID, c.GID)}
+		argv := []string{path, "--auth-dir", c.Staging, "--user", User}
 		argv = append(argv, extra...)
 		argv = append(argv, "--")
 		return append(argv, ChildArgv...)
@@ -157,15 +164,25 @@ func Prepare(dir string, host *Host, spec Spec) (*Container, error) {
 	if err := os.MkdirAll(c.Home, 0o755); err != nil {
 		return nil, err
 	}
-	return c, os.Chown(c.Home, c.UID, c.GID)
+	if err := os.Chown(c.Home, c.UID, c.GID); err != nil {
+		return nil, err
+	}
+	c.Passwd, c.Group = filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::%s:/bin/sh\n", User, c.UID, c.GID, c.Home)
+	group := fmt.Sprintf("root:x:0:\n%s:x:%d:\n", User, c.GID)
+	if err := os.WriteFile(c.Passwd, []byte(passwd), 0o644); err != nil {
+		return nil, err
+	}
+	return c, os.WriteFile(c.Group, []byte(group), 0o644)
 }
 
 // Start runs the guard as PID 1 of new mount and PID namespaces, with the
 // bind mount made inside them, and returns once it printed "ready".
 func (c *Container) Start(spec Spec, timeout time.Duration) error {
-	script := `mount --bind "$1" "$2" || exit 97; shift 2; exec "$@"`
+	script := `mount --bind "$1" "$2" && mount --bind "$3" /etc/passwd && mount --bind "$4" /etc/group || exit 97
+shift 4; exec "$@"`
 	args := []string{"-m", "--propagation", "private", "-p", "-f", "--mount-proc",
-		"/bin/sh", "-c", script, "sh", c.MountSrc, c.MountDst}
+		"/bin/sh", "-c", script, "sh", c.MountSrc, c.MountDst, c.Passwd, c.Group}
 	args = append(args, spec.Argv(c)...)
 	c.cmd = exec.Command("unshare", args...)
 	c.stderr = &syncBuffer{}
