@@ -1,3 +1,0 @@
-package guard
-
-func guardHelper() int { return 0 }
