@@ -146,7 +146,7 @@ func newHome(t *testing.T, s *suite, uid, gid int, mode os.FileMode) *hostHome {
 	h.claude, _ = fakeagent.DefaultPath(fakeagent.Claude, h.dir)
 	h.codex, _ = fakeagent.DefaultPath(fakeagent.Codex, h.dir)
 	h.claudeTok, h.codexTok = "host-claude-"+rnd(), "host-codex-"+rnd()
-	for _, d := range []string{filepath.Dir(h.claude), filepath.Dir(h.codex)} {
+	for _, d := range []string{h.dir, filepath.Dir(h.claude), filepath.Dir(h.codex)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -160,6 +160,9 @@ func newHome(t *testing.T, s *suite, uid, gid int, mode os.FileMode) *hostHome {
 	}
 	for p, data := range files {
 		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, gid); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -197,16 +200,43 @@ func (h *hostHome) writeHost(t *testing.T, agent, token, mode string) {
 	}
 }
 
-// setup runs caw setup on the home; extra flags are appended.
+// setup runs caw setup on the home as root; extra flags are appended.
 func (h *hostHome) setup(t *testing.T, extra ...string) {
+	t.Helper()
+	h.setupAs(t, nil, extra...)
+}
+
+// setupAsOwner runs caw setup as the owner of the home, as a user does: the
+// staging dir is then theirs (mode 0700), not root's.
+func (h *hostHome) setupAsOwner(t *testing.T, extra ...string) {
+	t.Helper()
+	base := filepath.Dir(h.dir)
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(base, h.uid, h.gid); err != nil {
+		t.Fatal(err)
+	}
+	h.setupAs(t, &syscall.Credential{Uid: uint32(h.uid), Gid: uint32(h.gid)}, extra...)
+}
+
+func (h *hostHome) setupAs(t *testing.T, cred *syscall.Credential, extra ...string) {
 	t.Helper()
 	args := append([]string{"setup", "--source-home", h.dir, "--container-home", home,
 		"--auth-dir", h.auth, "--user", images.TestUser}, extra...)
-	r := run(t, time.Minute, h.s.caw, args...)
-	if r.code != 0 {
-		t.Fatalf("caw %s: %s", strings.Join(args, " "), r)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, h.s.caw, args...)
+	cmd.Env = append(os.Environ(), "HOME="+h.dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("caw %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out.String(), errb.String())
 	}
-	h.setupStdout, h.setupStderr = r.stdout, r.stderr
+	h.setupStdout, h.setupStderr = out.String(), errb.String()
 }
 
 // flags is `caw docker-flags --format json`: the docker run arguments.
