@@ -33,7 +33,7 @@
 //	  "host_home": "/home/alice",               // from the manifest
 //	  "container_home": "/home/playground",     // from the manifest
 //	  "created_at": "2026-11-30T08:00:00Z",      // when setup ran (as written)
-//	  "ok": true,                                // every credential valid (what --check tests)
+//	  "ok": true,                                // every credential valid (--check exits 1 when false)
 //	  "files": [{
 //	    "agent": "claude",
 //	    "file": ".claude/.credentials.json",     // path in the container home
@@ -47,7 +47,8 @@
 //	    "state": "valid",                        // credentials: valid | expired | logged-out |
 //	                                             // invalid | empty | missing; configs: "" (not classified)
 //	    "expires_at": "2026-11-30T13:00:00Z",    // null when unknown or not a credential
-//	    "token": "valid (5h 2m left)"            // human text, "-" for configs
+//	    "token": "valid (5h 2m left)",           // human text, "-" for configs
+//	    "problem": "permission denied"           // only when the file exists but could not be read
 //	  }]
 //	}
 //
