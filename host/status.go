@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -66,7 +67,12 @@ func (f FileStatus) Valid() bool { return f.status.State == agents.Valid }
 // Status reports every managed file of the staging dir's manifest. A
 // credential is read from the host (its source of truth), never from staging.
 func Status(opts StatusOptions) (*StatusReport, error) {
-	m, err := readManifest(opts.AuthDir)
+	authDir, err := absClean(opts.AuthDir)
+	if err != nil {
+		return nil, err
+	}
+	opts.AuthDir = authDir
+	m, err := readManifest(authDir)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +132,10 @@ func credentialStatus(fst *FileStatus, e manifest.Entry, now time.Time) agents.S
 	data, fi, err := readRegular(fst.Path, maxCredentialSize, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return agents.Status{State: agents.Missing}
+	}
+	if fi == nil {
+		// Unreadable (permission denied): its age is still worth showing.
+		fi, _ = os.Stat(fst.Path)
 	}
 	if fi != nil {
 		setModified(fst, fi, now)

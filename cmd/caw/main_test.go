@@ -304,5 +304,9 @@ func TestUnreadableFiles(t *testing.T) {
 	}
 	// status shows the unreadable credential as a problem, without failing.
 	os.Chmod(filepath.Join(home, ".codex/auth.json"), 0)
+	r := cawAs(t, home, nil, nobody, "status", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"problem": "permission denied"`) || !strings.Contains(r.stdout, `"exists": true`) {
+		t.Errorf("status of an unreadable credential: %+v", r)
+	}
 	cawAs(t, home, nil, nobody, "status").want(t, 0, "INVALID (permission denied)", "")
 }
