@@ -343,6 +343,9 @@ args = ["-y", "docs-mcp"]
 	if out, err := CleanCodexTOML([]byte(""), CleanOptions{}); err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("empty: %v %q", err, out)
 	}
+	if _, err := CleanCodexTOML([]byte("model = \"o3\"\n\n[projects\n"), CleanOptions{}); err == nil || !strings.HasPrefix(err.Error(), "parse config.toml: line 3, column ") {
+		t.Errorf("no position in %v", err)
+	}
 	for _, bad := range []string{"[projects", "model = ", "a = 1\na = 2\n", "= 3"} {
 		if _, err := CleanCodexTOML([]byte(bad), CleanOptions{}); err == nil || !strings.HasPrefix(err.Error(), "parse config.toml: ") {
 			t.Errorf("%q: %v", bad, err)

@@ -3,6 +3,7 @@ package agents
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 
@@ -64,6 +65,11 @@ func CleanClaudeJSON(data []byte, opts CleanOptions) ([]byte, error) {
 func CleanCodexTOML(data []byte, _ CleanOptions) ([]byte, error) {
 	var doc map[string]any
 	if err := toml.Unmarshal(data, &doc); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return nil, fmt.Errorf("parse config.toml: line %d, column %d: %w", row, col, err)
+		}
 		return nil, fmt.Errorf("parse config.toml: %w", err)
 	}
 	delete(doc, "projects")
