@@ -56,6 +56,11 @@ type cred struct {
 	writeBacks [2][]time.Time
 	leftAlone  [2]bool
 	said       map[string]bool
+	// pending marks a side owed the other's content, held back because it
+	// looked mid-write; settle delivers it once that side is quiet.
+	pending [2]bool
+	settle  *time.Timer
+	closed  bool
 }
 
 // view is one side's content as read, classified.
@@ -126,22 +131,25 @@ func (c *cred) copyIn() {
 }
 
 // sync brings both sides to the freshest usable content after a change on
-// either. It re-decides when a side changed under a write.
-func (c *cred) sync() error {
+// either. force (Flush, or a side that stayed torn for settleDelay) writes
+// the fresher content even over a side that looks mid-write. It re-decides
+// when a side changed under a write.
+func (c *cred) sync(force bool) error {
 	var err error
 	for range 8 {
-		if err = c.syncOnce(); !errors.Is(err, errChanged) {
+		if err = c.syncOnce(force); !errors.Is(err, errChanged) {
 			return err
 		}
 	}
 	return err
 }
 
-func (c *cred) syncOnce() error {
+func (c *cred) syncOnce(force bool) error {
 	hv, Hv := c.read(home), c.read(host)
 	homeChanged, hostChanged := hv.sum != c.seen[home], Hv.sum != c.seen[host]
 	c.seen[home], c.seen[host] = hv.sum, Hv.sum
 	if hv.sum == Hv.sum {
+		c.settled()
 		return nil
 	}
 	cmp := agents.Compare(hv.st, Hv.st)
@@ -160,21 +168,35 @@ func (c *cred) syncOnce() error {
 		}
 	}
 	if cmp > 0 {
-		return c.push(host, hv, Hv, hostChanged)
+		return c.push(host, hv, Hv, homeChanged, hostChanged, force)
 	}
-	return c.push(home, Hv, hv, homeChanged)
+	return c.push(home, Hv, hv, hostChanged, homeChanged, force)
 }
 
-// push writes src (usable, and fresher) over side dst, whose content is cur.
-func (c *cred) push(dst side, src, cur view, curChanged bool) error {
-	if curChanged {
-		if !cur.st.State.Usable() {
-			// dst is being written (a truncate before an in-place write, a
-			// torn file) or was deliberately emptied: writing now would
-			// race its writer. Its writer's next event brings it back.
-			c.g.logf(2, "%s: the %s side changed to %s; not touching it", c.name(), dst, cur.st.State)
+// push writes src (usable, and fresher) over side dst, whose content is
+// cur, when there is a reason to: src brings something new, dst went back
+// to an older token, or force.
+func (c *cred) push(dst side, src, cur view, srcChanged, curChanged, force bool) error {
+	switch {
+	case force:
+	case cur.st.State == agents.Empty || cur.st.State == agents.Invalid:
+		// dst may be mid-write (a truncate before an in-place write, a
+		// writer pausing mid-file): writing now would interleave with its
+		// writer. Its next event re-decides; if it stays torn and quiet,
+		// the settle timer delivers src.
+		if srcChanged || c.pending[dst] {
+			c.g.logf(2, "%s: the %s side is %s; waiting for its writer", c.name(), dst, cur.st.State)
+			c.owe(dst)
+		}
+		return nil
+	case !cur.st.State.Usable():
+		// A complete logged-out stub or a deleted file: left as it is when
+		// that is dst's own latest change (a deliberate logout), replaced
+		// when src brings a new login.
+		if curChanged || !srcChanged {
 			return nil
 		}
+	case curChanged && !c.pending[dst]:
 		// dst went back to an older token than src holds.
 		if c.leftAlone[dst] {
 			return nil
@@ -194,8 +216,50 @@ func (c *cred) push(dst side, src, cur view, curChanged bool) error {
 			return nil
 		}
 		c.g.logf(1, "%s: the %s copy went back to an older token; writing the fresher one back", c.name(), dst)
+	case !srcChanged && !c.pending[dst]:
+		return nil // nothing new since the last decision
 	}
 	return c.write(dst, src, cur)
+}
+
+// settleDelay is how long a torn side must stay quiet before the guard
+// writes over it anyway (its writer died mid-write). The timer only runs in
+// that case, never while idle.
+const settleDelay = 250 * time.Millisecond
+
+// owe marks dst as owed src's content and (re)arms the settle timer.
+func (c *cred) owe(dst side) {
+	c.pending[dst] = true
+	if c.closed {
+		return
+	}
+	if c.settle == nil {
+		c.settle = time.AfterFunc(settleDelay, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if !c.closed && (c.pending[home] || c.pending[host]) {
+				c.sync(true)
+			}
+		})
+		return
+	}
+	c.settle.Reset(settleDelay)
+}
+
+// settled: both sides agree, nothing is owed.
+func (c *cred) settled() {
+	c.pending = [2]bool{}
+	if c.settle != nil {
+		c.settle.Stop()
+	}
+}
+
+// stop cancels the settle timer for good.
+func (c *cred) stop() {
+	c.closed = true
+	if c.settle != nil {
+		c.settle.Stop()
+	}
 }
 
 // write replaces dst's content (cur) with src's, unless dst changed since
@@ -222,6 +286,7 @@ func (c *cred) write(dst side, src, cur view) error {
 	switch {
 	case err == nil:
 		c.seen[dst] = src.sum
+		c.pending[dst] = false
 		c.g.logf(2, "%s: %s -> %s (%s)", c.name(), other(dst), dst, src.st.Describe(time.Now()))
 		return nil
 	case errors.Is(err, errChanged):
@@ -257,7 +322,7 @@ func (c *cred) checkDead() {
 // flush pushes the home copy to the host if it is the fresher, without
 // relying on any event having been seen.
 func (c *cred) flush() error {
-	if err := c.sync(); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
+	if err := c.sync(true); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
 		return fmt.Errorf("%s: %w", c.name(), err)
 	}
 	return nil

@@ -105,13 +105,13 @@ func (l *logBuf) String() string {
 // fx is one container: a staging dir with host files mounted into it, a
 // home, a manifest.
 type fx struct {
-	t                    *testing.T
+	t                     testing.TB
 	dir, auth, host, home string
-	m                    *manifest.Manifest
-	log                  *logBuf
+	m                     *manifest.Manifest
+	log                   *logBuf
 }
 
-func newFx(t *testing.T) *fx {
+func newFx(t testing.TB) *fx {
 	t.Helper()
 	testenv.RequireRoot(t)
 	if os.Getenv(nsEnv) == "" {

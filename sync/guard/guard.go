@@ -219,7 +219,7 @@ func (g *Guard) handle(batch []dirty) {
 		if d.t.side == home && d.mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
 			g.rewatchHome(c)
 		}
-		c.sync()
+		c.sync(false)
 		c.mu.Unlock()
 	}
 }
@@ -229,7 +229,7 @@ func (g *Guard) overflow() {
 	g.logf(1, "inotify queue overflow: re-reading every credential")
 	for _, c := range g.creds {
 		c.mu.Lock()
-		c.sync()
+		c.sync(false)
 		c.mu.Unlock()
 	}
 }
@@ -272,6 +272,7 @@ func (g *Guard) Close() error {
 	g.closeOnce.Do(func() {
 		for _, c := range g.creds {
 			c.mu.Lock()
+			c.stop()
 			c.host.close()
 			c.mu.Unlock()
 		}

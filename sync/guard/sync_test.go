@@ -356,3 +356,32 @@ func TestEightGuards(t *testing.T) {
 		waitContent(t, o.homePath(".claude/.credentials.json"), claudeTok(n))
 	}
 }
+
+// TestHostInPlaceSeries: back-to-back in-place host refreshes (truncate,
+// write), each waited for in the home. The guard's own echo events arrive
+// while the host is mid-write: they must not make it write the older home
+// token into the host file under the writer.
+func TestHostInPlaceSeries(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	for i := 2; i < 300; i++ {
+		writeOwned(t, hostFile, claudeTok(i), hostUID, hostGID, 0o600)
+		waitContent(t, homeFile, claudeTok(i))
+	}
+	assertContent(t, hostFile, claudeTok(299))
+}
+
+// TestTornHostSettles: a host writer dies mid-file; once the file has been
+// quiet for the settle delay, the container's fresher token is written over
+// the torn file, so the host is not left broken.
+func TestTornHostSettles(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	writeOwned(t, hostFile, claudeTok(2)[:20], hostUID, hostGID, 0o600)
+	renameOwned(t, homeFile, claudeTok(3), userUID, userGID)
+	waitContent(t, hostFile, claudeTok(3))
+}
