@@ -75,6 +75,22 @@ func (w *Watch) Until(deadline time.Time, done func() bool) error {
 	}
 }
 
+// Next waits for the next batch of events, or the deadline; it reports
+// whether events came.
+func (w *Watch) Next(deadline time.Time) (bool, error) {
+	if err := w.f.SetReadDeadline(deadline); err != nil {
+		return false, fmt.Errorf("inotify deadline: %w", err)
+	}
+	_, err := w.f.Read(w.buf)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read inotify: %w", err)
+	}
+	return true, nil
+}
+
 // Drain discards queued events without blocking.
 func (w *Watch) Drain() {
 	_ = w.f.SetReadDeadline(time.Now())
