@@ -20,7 +20,6 @@ import (
 	"github.com/caw-dev/caw/init/privdrop"
 	"github.com/caw-dev/caw/manifest"
 	"github.com/caw-dev/caw/sync/guard"
-	"golang.org/x/sys/unix"
 )
 
 // flushTimeout bounds the final credential sync, so docker stop stays well
@@ -44,7 +43,7 @@ func run() int {
 		// A terminating signal that came while starting ends caw-init as
 		// it would have ended the child.
 		if sig, ok := sigs.PendingTermination(); ok {
-			logf(1, "exiting on %s received during start-up", unix.SignalName(sig))
+			logf(1, "exiting with %d: signal %d received during start-up", 128+int(sig), int(sig))
 			return 128 + int(sig)
 		}
 		logf(0, format, args...)

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // killWait bounds the wait for SIGKILLed leftovers: a process in
@@ -70,7 +68,7 @@ func (s *Supervisor) signalLeftovers(sig syscall.Signal) string {
 	if s.cfg.PID1 {
 		// kill(-1) from PID 1 reaches every other process in the namespace.
 		if err := syscall.Kill(-1, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			s.cfg.Logf(0, "kill(-1, %s): %v", unix.SignalName(sig), err)
+			s.cfg.Logf(0, "kill(-1, %s): %v", signalName(sig), err)
 		}
 		return "all processes"
 	}

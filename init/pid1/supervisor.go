@@ -84,6 +84,9 @@ func Start(cfg Config, sigs *Signals) (*Supervisor, error) {
 		attr.Ctty = 0
 	}
 	cmd.SysProcAttr = attr
+	if err := closeInheritedFDs(); err != nil {
+		cfg.Logf(0, "cannot mark inherited descriptors close-on-exec (%v): the command may inherit them", err)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, startError(cfg.Argv[0], err)
 	}
@@ -174,10 +177,10 @@ func (s *Supervisor) forward(sig syscall.Signal) {
 		target, err = s.pid, syscall.Kill(s.pid, sig)
 	}
 	if err != nil {
-		s.cfg.Logf(1, "forward %s to %d: %v", unix.SignalName(sig), target, err)
+		s.cfg.Logf(1, "forward %s to %d: %v", signalName(sig), target, err)
 		return
 	}
-	s.cfg.Logf(1, "forwarded %s to %d", unix.SignalName(sig), target)
+	s.cfg.Logf(1, "forwarded %s to %d", signalName(sig), target)
 }
 
 // ExitCode is the shell's view of a wait status: the exit code, or 128+N
@@ -191,7 +194,7 @@ func ExitCode(ws syscall.WaitStatus) int {
 
 func describe(ws syscall.WaitStatus) string {
 	if ws.Signaled() {
-		return "killed by " + unix.SignalName(ws.Signal())
+		return "killed by " + signalName(ws.Signal())
 	}
 	return fmt.Sprintf("exit %d", ws.ExitStatus())
 }

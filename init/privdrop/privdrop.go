@@ -17,8 +17,11 @@
 package privdrop
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,8 +58,18 @@ func Resolve(spec, passwdPath, groupPath string, curGID int) (*Identity, error) 
 	if hasGroup && grp == "" {
 		return nil, fmt.Errorf("user %q: empty group after ':'; give NAME:GROUP or UID:GID, or drop the ':'", spec)
 	}
+	// Each file is read once: both the spec and the uid's name come from
+	// the same contents.
+	passwd, err := readUserFile(passwdPath)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w", spec, err)
+	}
+	group, err := readUserFile(groupPath)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w", spec, err)
+	}
 	defaults := &user.ExecUser{Uid: -1, Gid: curGID, Home: "/"}
-	eu, err := user.GetExecUserPath(spec, defaults, passwdPath, groupPath)
+	eu, err := user.GetExecUser(spec, defaults, reader(passwd), reader(group))
 	if err != nil {
 		return nil, explain(spec, err, passwdPath, groupPath)
 	}
@@ -69,7 +82,7 @@ func Resolve(spec, passwdPath, groupPath string, curGID int) (*Identity, error) 
 	if id.Home == "" {
 		id.Home = "/"
 	}
-	name, found := lookupName(passwdPath, eu.Uid)
+	name, found := lookupName(passwd, eu.Uid)
 	if found && !hasGroup {
 		// su-exec's getgrouplist: the primary gid plus every group that lists
 		// the user. moby gives only the listed ones.
@@ -98,12 +111,50 @@ func explain(spec string, err error, passwdPath, groupPath string) error {
 }
 
 // lookupName is the first passwd name with this uid.
-func lookupName(passwdPath string, uid int) (string, bool) {
-	users, err := user.ParsePasswdFileFilter(passwdPath, func(u user.User) bool { return u.Uid == uid })
+func lookupName(passwd []byte, uid int) (string, bool) {
+	if passwd == nil {
+		return "", false
+	}
+	users, err := user.ParsePasswdFilter(bytes.NewReader(passwd), func(u user.User) bool { return u.Uid == uid })
 	if err != nil || len(users) == 0 {
 		return "", false
 	}
 	return users[0].Name, true
+}
+
+// maxUserFile bounds what is read of passwd or group (moby's own limit).
+const maxUserFile = 10 << 20
+
+// readUserFile reads passwd or group as moby's GetExecUserPath does: a file
+// that cannot be opened or is not a regular file counts as absent (nil).
+func readUserFile(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, nil
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxUserFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	if len(data) > maxUserFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes", p, maxUserFile)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return data, nil
+}
+
+// reader is nil (absent) for nil data, as GetExecUser expects.
+func reader(data []byte) io.Reader {
+	if data == nil {
+		return nil
+	}
+	return bytes.NewReader(data)
 }
 
 // Credential is the child's SysProcAttr.Credential: Go applies setgroups,
