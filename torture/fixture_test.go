@@ -89,7 +89,7 @@ func container(t *testing.T, bin, dir string, host *harness.Host, strategy strin
 			t.Logf("caw-init stderr:\n%s", tail(s, 40))
 		}
 	})
-	waitFor(t, c.HomeFile, 1, 5*time.Second)
+	waitFor(t, c.HomeFile, harness.ReadSeq(host.File), 5*time.Second)
 	return c
 }
 
