@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,4 +94,46 @@ func percentiles(b *testing.B, d []time.Duration) {
 	b.ReportMetric(p(0.5), "p50-µs")
 	b.ReportMetric(p(0.99), "p99-µs")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkFanout64: 64 guards (containers) share one host file; latency
+// from an in-place host write until all 64 home copies hold it.
+//
+//	go test -run '^$' -bench Fanout -benchtime 200x ./sync/guard/
+func BenchmarkFanout64(b *testing.B) {
+	testenv.RequireRoot(b)
+	hostFile := filepath.Join(b.TempDir(), "cred.json")
+	writeOwned(b, hostFile, claudeTok(1), hostUID, hostGID, 0o600)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var homes []string
+	for range 64 {
+		f := newFx(b)
+		src := "claude/cred.json"
+		f.placeholder(src)
+		mount(b, hostFile, filepath.Join(f.auth, src))
+		f.entry("claude", manifestFile(src, ".claude/.credentials.json", "credential", "bind", "0600"))
+		f.start()
+		homes = append(homes, f.homePath(".claude/.credentials.json"))
+		unix.InotifyAddWatch(fd, filepath.Dir(homes[len(homes)-1]), unix.IN_MOVED_TO)
+	}
+	buf := make([]byte, 64*1024)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		tok := claudeTok(i + 2)
+		t0 := time.Now()
+		writeOwned(b, hostFile, tok, hostUID, hostGID, 0o600)
+		for _, h := range homes {
+			if err := watchUntil(fd, h, tok, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	percentiles(b, lat)
 }

@@ -130,22 +130,48 @@ func (c *cred) copyIn() {
 	}
 }
 
+// anySide is the trigger of a sync that no single side's event caused.
+const anySide side = -1
+
 // sync brings both sides to the freshest usable content after a change on
-// either. force (Flush, or a side that stayed torn for settleDelay) writes
-// the fresher content even over a side that looks mid-write. It re-decides
-// when a side changed under a write.
-func (c *cred) sync(force bool) error {
+// trigger (or anySide). force (Flush, or a side that stayed torn for
+// settleDelay) writes the fresher content even over a side that looks
+// mid-write. It re-decides when a side changed under a write.
+func (c *cred) sync(trigger side, force bool) error {
 	var err error
 	for range 8 {
-		if err = c.syncOnce(force); !errors.Is(err, errChanged) {
+		if err = c.syncOnce(trigger, force); !errors.Is(err, errChanged) {
 			return err
 		}
+		trigger = anySide
 	}
 	return err
 }
 
-func (c *cred) syncOnce(force bool) error {
-	hv, Hv := c.read(home), c.read(host)
+func (c *cred) syncOnce(trigger side, force bool) error {
+	var v [2]view
+	var have [2]bool
+	if trigger != anySide && !force && !c.pending[home] && !c.pending[host] {
+		// Most events are the guard's own writes echoing back, or a writer
+		// truncating before it writes: one read of the side that moved
+		// settles them, without reading the other side.
+		v[trigger], have[trigger] = c.read(trigger), true
+		if v[trigger].sum == c.seen[trigger] {
+			return nil
+		}
+		if !v[trigger].st.State.Usable() {
+			// Nothing to propagate from it, and nothing to write to it
+			// (it is mid-write, or its own deliberate logout).
+			c.seen[trigger] = v[trigger].sum
+			return nil
+		}
+	}
+	for s := range 2 {
+		if !have[s] {
+			v[s] = c.read(side(s))
+		}
+	}
+	hv, Hv := v[home], v[host]
 	homeChanged, hostChanged := hv.sum != c.seen[home], Hv.sum != c.seen[host]
 	c.seen[home], c.seen[host] = hv.sum, Hv.sum
 	if hv.sum == Hv.sum {
@@ -238,7 +264,7 @@ func (c *cred) owe(dst side) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if !c.closed && (c.pending[home] || c.pending[host]) {
-				c.sync(true)
+				c.sync(anySide, true)
 			}
 		})
 		return
@@ -322,7 +348,7 @@ func (c *cred) checkDead() {
 // flush pushes the home copy to the host if it is the fresher, without
 // relying on any event having been seen.
 func (c *cred) flush() error {
-	if err := c.sync(true); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
+	if err := c.sync(anySide, true); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
 		return fmt.Errorf("%s: %w", c.name(), err)
 	}
 	return nil

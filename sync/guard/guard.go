@@ -150,6 +150,13 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 		}
 		c.host = b
 	} else {
+		if fi, err := os.Lstat(mount); err == nil && !fi.Mode().IsRegular() {
+			// Docker mounts a directory it created itself when the host
+			// file did not exist at `docker run`.
+			g.logf(0, "%s credential %s: the host file was missing when the container started (Docker mounted a directory instead), so it is not synced: log in on the host, run caw setup, restart the container",
+				e.Agent, e.ContainerTarget)
+			return nil
+		}
 		c.host = &bindFile{p: mount}
 	}
 	if err := g.home.mkdirParents(e.ContainerTarget); err != nil {
@@ -219,7 +226,10 @@ func (g *Guard) handle(batch []dirty) {
 		if d.t.side == home && d.mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
 			g.rewatchHome(c)
 		}
-		c.sync(false)
+		// ATTRIB alone (chmod, chown, link count) changes no content.
+		if d.mask&^uint32(unix.IN_ATTRIB) != 0 {
+			c.sync(d.t.side, false)
+		}
 		c.mu.Unlock()
 	}
 }
@@ -229,7 +239,7 @@ func (g *Guard) overflow() {
 	g.logf(1, "inotify queue overflow: re-reading every credential")
 	for _, c := range g.creds {
 		c.mu.Lock()
-		c.sync(false)
+		c.sync(anySide, false)
 		c.mu.Unlock()
 	}
 }

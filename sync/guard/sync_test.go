@@ -385,3 +385,42 @@ func TestTornHostSettles(t *testing.T) {
 	renameOwned(t, homeFile, claudeTok(3), userUID, userGID)
 	waitContent(t, hostFile, claudeTok(3))
 }
+
+// TestHomeDirRemoved: the user deletes the agent's directory; the guard
+// recreates and watches it again, and the next host refresh lands in it.
+func TestHomeDirRemoved(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	s := f.sentinel()
+	f.start()
+	if err := os.RemoveAll(f.homePath(".claude")); err != nil {
+		t.Fatal(err)
+	}
+	s.barrier()
+	// Deleting the copy is the user's own change: nothing is restored yet.
+	if _, err := os.Lstat(f.homePath(".claude/.credentials.json")); err == nil {
+		t.Fatal("the deleted home copy was restored without a host change")
+	}
+	assertOwner(t, f.homePath(".claude"), userUID, userGID, 0o700)
+	writeOwned(t, hostFile, claudeTok(2), hostUID, hostGID, 0o600)
+	waitContent(t, f.homePath(".claude/.credentials.json"), claudeTok(2))
+	renameOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(3), userUID, userGID)
+	waitContent(t, hostFile, claudeTok(3))
+}
+
+// TestDockerMadeADirectory: the host file was missing at docker run, so
+// Docker mounted a directory in its place: reported in one line, skipped.
+func TestDockerMadeADirectory(t *testing.T) {
+	f := newFx(t)
+	hostDir := filepath.Join(f.host, "made-by-docker")
+	mkdir(t, hostDir, 0, 0)
+	mkdir(t, filepath.Join(f.auth, "claude/cred.json"), 0, 0)
+	mount(t, hostDir, filepath.Join(f.auth, "claude/cred.json"))
+	f.entry("claude", manifestFile("claude/cred.json", ".claude/.credentials.json", "credential", "bind", "0600"))
+	s := f.sentinel()
+	f.start()
+	if f.log.count(0, "Docker mounted a directory") != 1 {
+		t.Fatalf("want one report, got:\n%s", f.log)
+	}
+	s.barrier()
+}
