@@ -1,8 +1,6 @@
 package host
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/manifest"
@@ -243,10 +239,18 @@ func writeNew(root *os.Root, name string, data []byte) error {
 	return f.Close()
 }
 
-// replaceDir builds a new directory beside dir with fill, then puts it in
-// dir's place: with one atomic exchange where the filesystem supports it,
-// else by renaming the old one aside first. On any error before the swap the
-// old directory is untouched and the new one removed.
+// replaceDir builds a new staging beside dir with fill and puts it in place.
+// A new dir is renamed into place. An existing one is updated in place
+// rather than swapped: a running container's mounts hang on the staging
+// dir's inode and on each placeholder's, and unlinking or replacing a
+// placeholder on the host detaches the credential mount inside every
+// container using it (the kernel lazily unmounts mounts on a removed
+// dentry). So placeholders already in place are kept, content files are
+// renamed over their old versions, manifest.json last (the commit point),
+// and only then is what the new staging no longer has removed. Every input
+// is read and checked before fill runs, so a bad input leaves the previous
+// staging untouched; an I/O error mid-way leaves the previous manifest in
+// force with all its files present.
 func replaceDir(dir string, fill func(*os.Root) error) error {
 	parent, base := filepath.Split(dir)
 	if err := os.MkdirAll(parent, 0o700); err != nil {
@@ -260,12 +264,7 @@ func replaceDir(dir string, fill func(*os.Root) error) error {
 	if err != nil {
 		return fmt.Errorf("create staging beside %s: %w", dir, err)
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			os.RemoveAll(tmp)
-		}
-	}()
+	defer os.RemoveAll(tmp)
 	if err := os.Chmod(tmp, 0o700); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp, err)
 	}
@@ -282,53 +281,98 @@ func replaceDir(dir string, fill func(*os.Root) error) error {
 		if err := os.Rename(tmp, dir); err != nil {
 			return fmt.Errorf("put staging in place: %w", err)
 		}
-		committed = true
 		return nil
 	}
-	if err := swapDirs(tmp, dir, exchange); err != nil {
+	if err := mergeInto(tmp, dir); err != nil {
+		return fmt.Errorf("update staging %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mergeInto makes dir hold exactly what tmp holds, keeping the inode of
+// every directory and empty placeholder that is already in place.
+func mergeInto(tmp, dir string) error {
+	src, err := os.OpenRoot(tmp)
+	if err != nil {
 		return err
 	}
-	committed = true
-	return nil
-}
+	defer src.Close()
+	dst, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
 
-// exchange swaps two paths atomically (renameat2 RENAME_EXCHANGE).
-func exchange(a, b string) error {
-	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
-}
-
-// swapDirs puts the directory tmp in dir's place and removes the old dir.
-// With an atomic exchange there is no moment without a staging dir; where
-// the filesystem lacks it, the old dir is renamed aside first and put back
-// if the second rename fails. On error tmp still exists (the caller removes
-// it) and dir holds the old staging.
-func swapDirs(tmp, dir string, exchange func(a, b string) error) error {
-	if err := exchange(tmp, dir); err == nil {
-		// tmp now holds the old staging.
-		if err := os.RemoveAll(tmp); err != nil {
-			return fmt.Errorf("remove the old staging %s: %w", tmp, err)
+	keep := map[string]bool{}
+	var files []string
+	err = fs.WalkDir(src.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		keep[p] = true
+		if !d.IsDir() {
+			if p != manifest.FileName {
+				files = append(files, p)
+			}
+			return nil
+		}
+		fi, err := dst.Lstat(p)
+		if err == nil && fi.IsDir() {
+			return dst.Chmod(p, 0o700)
+		}
+		if err == nil {
+			if err := dst.RemoveAll(p); err != nil {
+				return err
+			}
+		}
+		return dst.Mkdir(p, 0o700)
+	})
+	if err != nil {
+		return err
+	}
+	// Parents are real directories now (checked through dst, which
+	// refuses symlinks out of it), so plain renames stay inside dir.
+	put := func(p string) error {
+		if fi, err := dst.Lstat(p); err == nil && fi.IsDir() {
+			if err := dst.RemoveAll(p); err != nil {
+				return err
+			}
+		}
+		return os.Rename(filepath.Join(tmp, p), filepath.Join(dir, p))
+	}
+	for _, p := range files {
+		nfi, err := src.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if ofi, err := dst.Lstat(p); err == nil && ofi.Mode().IsRegular() && ofi.Size() == 0 && nfi.Size() == 0 {
+			if err := dst.Chmod(p, 0o600); err != nil {
+				return err
+			}
+			continue // an empty placeholder already in place: keep its inode
+		}
+		if err := put(p); err != nil {
+			return err
+		}
+	}
+	if err := put(manifest.FileName); err != nil {
+		return err
+	}
+	// What the new staging does not have goes, deepest first.
+	var stale []string
+	fs.WalkDir(dst.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !keep[p] {
+			stale = append(stale, p)
+			if d.IsDir() {
+				return fs.SkipDir
+			}
 		}
 		return nil
-	}
-	parent, base := filepath.Split(dir)
-	old := filepath.Join(parent, "."+base+".old-"+randHex())
-	if err := os.Rename(dir, old); err != nil {
-		return fmt.Errorf("move the old staging aside: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if rerr := os.Rename(old, dir); rerr != nil {
-			return fmt.Errorf("put staging in place: %w (and restoring the old one from %s failed: %v)", err, old, rerr)
+	})
+	for _, p := range stale {
+		if err := dst.RemoveAll(p); err != nil {
+			return fmt.Errorf("remove %s: %w", p, err)
 		}
-		return fmt.Errorf("put staging in place: %w", err)
 	}
-	if err := os.RemoveAll(old); err != nil {
-		return fmt.Errorf("remove the old staging %s: %w", old, err)
-	}
-	return nil
-}
-
-func randHex() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return dst.Chmod(".", 0o700)
 }

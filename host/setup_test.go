@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -465,42 +464,4 @@ func TestSetupRefusesStaging(t *testing.T) {
 			t.Errorf("empty existing dir: %v", err)
 		}
 	})
-}
-
-// Without an atomic exchange (filesystems lacking RENAME_EXCHANGE) the swap
-// renames the old dir aside; it is gone afterwards and the new one in place.
-func TestSwapDirsFallback(t *testing.T) {
-	parent := t.TempDir()
-	dir, tmp := filepath.Join(parent, "auth"), filepath.Join(parent, ".auth.new-1")
-	writeFile(t, filepath.Join(dir, "manifest.json"), "old")
-	writeFile(t, filepath.Join(tmp, "manifest.json"), "new")
-	noExchange := func(a, b string) error { return syscall.EINVAL }
-	if err := swapDirs(tmp, dir, noExchange); err != nil {
-		t.Fatal(err)
-	}
-	if data, _ := os.ReadFile(filepath.Join(dir, "manifest.json")); string(data) != "new" {
-		t.Errorf("staging holds %q", data)
-	}
-	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
-		t.Errorf("left behind: %v", ents)
-	}
-	// When the new dir cannot be put in place, the old one is restored.
-	writeFile(t, filepath.Join(tmp, "x"), "")
-	missing := filepath.Join(parent, "does-not-exist")
-	if err := swapDirs(missing, dir, noExchange); err == nil {
-		t.Fatal("swap of a missing dir succeeded")
-	}
-	if data, _ := os.ReadFile(filepath.Join(dir, "manifest.json")); string(data) != "new" {
-		t.Errorf("after a failed swap staging holds %q", data)
-	}
-	// With the real exchange, the same.
-	if err := swapDirs(tmp, dir, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "x")); err != nil {
-		t.Errorf("exchange did not put the new dir in place: %v", err)
-	}
-	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
-		t.Error("the old staging survived the exchange")
-	}
 }
