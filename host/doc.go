@@ -4,7 +4,11 @@
 //   - Setup finds each agent's files under a source home (via the agents
 //     table), writes cleaned configs, an empty placeholder at every
 //     credential's mount target and manifest.json into a fresh sibling
-//     directory, and swaps it in atomically. No secret ever lands in staging.
+//     directory, then puts it in place: renamed, for a first setup; merged
+//     into the existing staging otherwise, keeping the placeholders running
+//     containers have mounts on, with manifest.json renamed last. Every
+//     input is checked first, so a failed setup leaves the previous staging
+//     as it was. No secret ever lands in staging.
 //   - Status reports every managed file, reading credentials from the host
 //     (their source of truth), never from staging.
 //   - DockerFlags gives the mounts a container needs: the staging dir
@@ -12,6 +16,9 @@
 //     under it; Render prints them as shell words, a JSON argv array, a
 //     compose volumes: snippet or a devcontainer "mounts" array.
 //   - Teardown removes the staging dir and never touches host credentials.
+//     Containers still running from it lose their credential mounts (the
+//     kernel detaches a mount whose mount point is removed), so stop them
+//     first.
 //
 // # Staging layout
 //

@@ -130,9 +130,10 @@ func commands() []*cli.Command {
 		withUsage(&cli.Command{
 			Name:  "setup",
 			Usage: "stage configs and credential mount targets (no secrets) in the staging dir",
-			Description: "Finds each agent's credential and configs under the source home, writes cleaned configs,\n" +
-				"an empty mount target per credential and manifest.json into a new staging dir, then swaps\n" +
-				"it in atomically (a failed setup leaves the previous one intact). Host files are only read.",
+			Description: "Finds each agent's credential and configs under the source home and writes cleaned configs,\n" +
+				"an empty mount target per credential and manifest.json into the staging dir. Every input is\n" +
+				"checked before staging changes (a failed setup leaves the previous one intact); re-running it\n" +
+				"keeps the mount targets running containers use. Host files are only read.",
 			Flags: []cli.Flag{
 				authDirFlag(),
 				agentsFlag("agents to set up; default: every agent whose credential exists"),
@@ -169,6 +170,8 @@ func commands() []*cli.Command {
 		withUsage(&cli.Command{
 			Name:  "teardown",
 			Usage: "remove the staging dir (host credentials are never touched)",
+			Description: "Removes the staging dir; host credentials are never touched. Stop containers started\n" +
+				"with caw docker-flags first: they lose their credential mounts when it goes.",
 			Flags: []cli.Flag{
 				authDirFlag(),
 				&cli.BoolFlag{Name: "dry-run", Usage: "say what would be removed, remove nothing"},
