@@ -238,8 +238,27 @@ func cmdSetup(c *cli.Context) error {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "Run a container with: docker run $(caw docker-flags) IMAGE\n")
+	flagsCmd := "caw docker-flags"
+	home, _ := os.UserHomeDir()
+	if def, err := host.DefaultAuthDir(os.Getenv, home); err != nil || def != res.AuthDir {
+		flagsCmd += " --auth-dir " + shellQuote(res.AuthDir)
+	}
+	if mounts, err := host.DockerFlags(res.AuthDir); err == nil {
+		if _, err := host.Render(mounts, host.FormatShell); err != nil {
+			fmt.Fprintf(w, "Paths here need quoting: build docker run's argv from %s --format json\n", flagsCmd)
+			return nil
+		}
+	}
+	fmt.Fprintf(w, "Run a container with: docker run $(%s) IMAGE\n", flagsCmd)
 	return nil
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`*?[]{}~#&;|<>()!") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func cmdStatus(c *cli.Context) error {

@@ -86,6 +86,9 @@ func TestWorkflow(t *testing.T) {
 
 	r := caw(t, home, nil, "setup")
 	r.want(t, 0, "Staged in "+staging, "")
+	if !strings.HasSuffix(r.stdout, "Run a container with: docker run $(caw docker-flags) IMAGE\n") {
+		t.Errorf("setup hint:\n%s", r.stdout)
+	}
 	if r.stderr != "" {
 		t.Errorf("setup warned: %s", r.stderr)
 	}
@@ -172,6 +175,7 @@ func TestAuthDirAndOptions(t *testing.T) {
 	// --auth-dir wins over the environment.
 	caw(t, user, []string{"CAW_AUTH_DIR=" + viaEnv}, "setup", "--source-home", home, "--auth-dir", viaFlag,
 		"--strategy", "claude=bind").want(t, 0, "Staged in "+viaFlag, "")
+	caw(t, user, nil, "setup", "--source-home", home, "--auth-dir", viaFlag, "--strategy", "claude=bind").want(t, 0, "Run a container with: docker run $(caw docker-flags --auth-dir "+viaFlag+") IMAGE", "")
 	caw(t, user, nil, "docker-flags", "--auth-dir", viaFlag).want(t, 0, filepath.Join(home, ".claude/.credentials.json")+":/tmp/caw_auth/claude/credentials.json:rw", "")
 	caw(t, user, []string{"CAW_AUTH_DIR=" + viaEnv}, "status").want(t, 0, "codex", "")
 
@@ -250,7 +254,7 @@ func TestCompletion(t *testing.T) {
 
 func TestHomeWithSpace(t *testing.T) {
 	home := fakeHome(t, filepath.Join(t.TempDir(), "Alice Smith"))
-	caw(t, home, nil, "setup").want(t, 0, "Staged", "")
+	caw(t, home, nil, "setup").want(t, 0, "Paths here need quoting: build docker run's argv from caw docker-flags --format json", "")
 	caw(t, home, nil, "docker-flags").want(t, 1, "", `contains " ", which an unquoted $(caw docker-flags) would split or glob; use --format json`)
 	r := caw(t, home, nil, "docker-flags", "--format", "json")
 	var argv []string
