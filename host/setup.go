@@ -151,13 +151,13 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 				continue
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%s: config %s: %v (fix or remove it, or leave %s out with --agents)", name, p, trimPathErr(err), name)
+				return res, fmt.Errorf("%s: config %s: %v (fix or remove it, or leave %s out with --agents)", name, p, trimPathErr(err), name)
 			}
 			out := raw
 			if c.Clean != nil {
 				out, err = c.Clean(raw, agents.CleanOptions{ContainerHome: ctrHome})
 				if err != nil {
-					return nil, fmt.Errorf("%s: config %s: %v (fix the file, or leave %s out with --agents)", name, p, err, name)
+					return res, fmt.Errorf("%s: config %s: %v (fix the file, or leave %s out with --agents)", name, p, err, name)
 				}
 			}
 			ag.Files = append(ag.Files, manifest.File{
