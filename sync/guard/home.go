@@ -29,6 +29,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -275,16 +276,26 @@ func (h *homeFS) removeStaleTemps(rel string) {
 		return
 	}
 	defer d.Close()
-	removeTemps(d, base)
+	removeTemps(d, base, 0)
 }
 
-func removeTemps(d *os.File, base string) {
+// removeTemps deletes base's temp files in d older than age (0: all), never
+// following anything.
+func removeTemps(d *os.File, base string, age time.Duration) {
 	names, _ := d.Readdirnames(-1)
 	prefix := "." + base + tmpMarker
 	for _, n := range names {
-		if strings.HasPrefix(n, prefix) {
-			unix.Unlinkat(int(d.Fd()), n, 0)
+		if !strings.HasPrefix(n, prefix) {
+			continue
 		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(int(d.Fd()), n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			continue
+		}
+		if age > 0 && time.Since(time.Unix(st.Mtim.Unix())) < age {
+			continue
+		}
+		unix.Unlinkat(int(d.Fd()), n, 0)
 	}
 }
 

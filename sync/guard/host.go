@@ -205,6 +205,10 @@ func openBindDir(dir, name string) (*bindDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
+	// A guard killed between its temp write and rename leaves the temp
+	// behind; one younger than a minute may be another container's
+	// guard at work.
+	removeTemps(d, name, time.Minute)
 	return &bindDir{dir: dir, name: name, d: d}, nil
 }
 

@@ -424,3 +424,51 @@ func TestDockerMadeADirectory(t *testing.T) {
 	}
 	s.barrier()
 }
+
+// TestIdleTouchesNothing: with no events the guard opens no file (no
+// polling, no timers): an inotify watch for opens and reads on both sides
+// stays silent for a while after the last sync.
+func TestIdleTouchesNothing(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	dirFile := f.bindDir("codex", ".codex/auth.json", codexTok(1))
+	f.start()
+	renameOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(2), userUID, userGID)
+	waitContent(t, hostFile, claudeTok(2))
+	writeOwned(t, dirFile, codexTok(2), hostUID, hostGID, 0o640)
+	waitContent(t, f.homePath(".codex/auth.json"), codexTok(2))
+	// Let the echo events of those writes be handled, then listen.
+	s := &sentinel{f: f, home: f.homePath(".codex/auth.json"), hostFile: dirFile, n: 2}
+	s.barrier()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	for _, p := range []string{hostFile, filepath.Dir(dirFile), f.homePath(".claude"), f.homePath(".codex")} {
+		if _, err := unix.InotifyAddWatch(fd, p, unix.IN_OPEN|unix.IN_ACCESS|unix.IN_MODIFY); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The guard still reads the echoes of its last writes: wait for the
+	// first 100 ms of silence (a guard polling faster never gets there),
+	// then demand 500 ms more.
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 100)
+		if err != nil && err != unix.EINTR {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		unix.Read(fd, buf)
+		if time.Now().After(deadline) {
+			t.Fatal("the guard never goes idle")
+		}
+	}
+	if n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 500); n != 0 {
+		t.Fatal("an idle guard opened or read a credential")
+	}
+}
