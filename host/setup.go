@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/caw-dev/caw/agents"
@@ -256,6 +257,11 @@ func replaceDir(dir string, fill func(*os.Root) error) error {
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", parent, err)
 	}
+	unlock, err := lockStaging(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	exists, err := checkStagingDir(dir)
 	if err != nil {
 		return err
@@ -375,4 +381,21 @@ func mergeInto(tmp, dir string) error {
 		}
 	}
 	return dst.Chmod(".", 0o700)
+}
+
+// lockStaging serialises setups and teardowns of one staging dir (two
+// merges into the same dir would mix their files) with an flock on a lock
+// file beside it.
+func lockStaging(dir string) (unlock func(), err error) {
+	parent, base := filepath.Split(dir)
+	p := filepath.Join(parent, "."+base+".lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	return func() { f.Close() }, nil
 }

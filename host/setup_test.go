@@ -465,3 +465,47 @@ func TestSetupRefusesStaging(t *testing.T) {
 		}
 	})
 }
+
+// Concurrent setups of one staging dir serialise: the result is exactly one
+// of them, with no file of another left over or missing.
+func TestSetupConcurrent(t *testing.T) {
+	home := fakeHome(t)
+	_, dir := setup(t, home)
+	sets := [][]string{{"claude"}, {"codex"}, {"gemini", "opencode"}, {"claude", "codex", "gemini", "opencode"}}
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		go func(agents []string) {
+			_, err := Setup(SetupOptions{AuthDir: dir, SourceHome: home, Agents: agents, Now: clock})
+			errs <- err
+		}(sets[i%len(sets)])
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := manifest.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{".": true, "manifest.json": true}
+	for _, e := range m.Entries() {
+		p := e.Src
+		if e.Strategy == manifest.StrategyBindDir {
+			p = e.MountSrc()
+		}
+		for ; p != "."; p = filepath.Dir(p) {
+			want[p] = true
+		}
+	}
+	for p := range snapshot(t, dir) {
+		if !want[p] {
+			t.Errorf("%s is in staging but not in its manifest", p)
+		}
+		delete(want, p)
+	}
+	for p := range want {
+		t.Errorf("%s is in the manifest but not in staging", p)
+	}
+	assertNoTempDirs(t, filepath.Dir(dir))
+}

@@ -50,6 +50,13 @@ func Teardown(opts TeardownOptions) (*TeardownResult, error) {
 		return nil, err
 	}
 	res := &TeardownResult{AuthDir: authDir}
+	if _, err := os.Lstat(filepath.Dir(authDir)); err == nil {
+		unlock, err := lockStaging(authDir)
+		if err != nil {
+			return res, err
+		}
+		defer unlock()
+	}
 	exists, err := checkStagingDir(authDir)
 	if err != nil {
 		return res, err
