@@ -133,14 +133,26 @@ func (c *cred) copyIn() {
 // anySide is the trigger of a sync that no single side's event caused.
 const anySide side = -1
 
+// mode is why a sync runs.
+type mode int
+
+const (
+	// onEvent: inotify reported a change on the trigger side.
+	onEvent mode = iota
+	// onFlush: the child is gone; a fresher home copy must reach the host
+	// now, even over a host file that looks mid-write.
+	onFlush
+	// onSettle: a side owed content stayed torn and quiet for settleDelay
+	// (its writer died): it gets the fresher content.
+	onSettle
+)
+
 // sync brings both sides to the freshest usable content after a change on
-// trigger (or anySide). force (Flush, or a side that stayed torn for
-// settleDelay) writes the fresher content even over a side that looks
-// mid-write. It re-decides when a side changed under a write.
-func (c *cred) sync(trigger side, force bool) error {
+// trigger (or anySide). It re-decides when a side changed under a write.
+func (c *cred) sync(trigger side, m mode) error {
 	var err error
 	for range 8 {
-		if err = c.syncOnce(trigger, force); !errors.Is(err, errChanged) {
+		if err = c.syncOnce(trigger, m); !errors.Is(err, errChanged) {
 			return err
 		}
 		trigger = anySide
@@ -148,10 +160,10 @@ func (c *cred) sync(trigger side, force bool) error {
 	return err
 }
 
-func (c *cred) syncOnce(trigger side, force bool) error {
+func (c *cred) syncOnce(trigger side, m mode) error {
 	var v [2]view
 	var have [2]bool
-	if trigger != anySide && !force && !c.pending[home] && !c.pending[host] {
+	if trigger != anySide && m == onEvent && !c.pending[home] && !c.pending[host] {
 		// Most events are the guard's own writes echoing back, or a writer
 		// truncating before it writes: one read of the side that moved
 		// settles them, without reading the other side.
@@ -194,31 +206,37 @@ func (c *cred) syncOnce(trigger side, force bool) error {
 		}
 	}
 	if cmp > 0 {
-		return c.push(host, hv, Hv, homeChanged, hostChanged, force)
+		return c.push(host, hv, Hv, homeChanged, hostChanged, m)
 	}
-	return c.push(home, Hv, hv, hostChanged, homeChanged, force)
+	return c.push(home, Hv, hv, hostChanged, homeChanged, m)
 }
 
 // push writes src (usable, and fresher) over side dst, whose content is
 // cur, when there is a reason to: src brings something new, dst went back
-// to an older token, or force.
-func (c *cred) push(dst side, src, cur view, srcChanged, curChanged, force bool) error {
+// to an older token, dst is owed it, or the final flush finds dst stale.
+func (c *cred) push(dst side, src, cur view, srcChanged, curChanged bool, m mode) error {
 	switch {
-	case force:
+	case m == onSettle:
 	case cur.st.State == agents.Empty || cur.st.State == agents.Invalid:
 		// dst may be mid-write (a truncate before an in-place write, a
 		// writer pausing mid-file): writing now would interleave with its
 		// writer. Its next event re-decides; if it stays torn and quiet,
 		// the settle timer delivers src.
-		if srcChanged || c.pending[dst] {
+		if !srcChanged && !c.pending[dst] {
+			return nil
+		}
+		if m != onFlush {
 			c.g.logf(2, "%s: the %s side is %s; waiting for its writer", c.name(), dst, cur.st.State)
 			c.owe(dst)
+			return nil
 		}
-		return nil
 	case !cur.st.State.Usable():
 		// A complete logged-out stub or a deleted file: left as it is when
 		// that is dst's own latest change (a deliberate logout), replaced
 		// when src brings a new login.
+		if curChanged {
+			c.pending[dst] = false
+		}
 		if curChanged || !srcChanged {
 			return nil
 		}
@@ -242,6 +260,8 @@ func (c *cred) push(dst side, src, cur view, srcChanged, curChanged, force bool)
 			return nil
 		}
 		c.g.logf(1, "%s: the %s copy went back to an older token; writing the fresher one back", c.name(), dst)
+	case m == onFlush:
+		// dst holds an older usable token: the last chance to update it.
 	case !srcChanged && !c.pending[dst]:
 		return nil // nothing new since the last decision
 	}
@@ -264,7 +284,7 @@ func (c *cred) owe(dst side) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if !c.closed && (c.pending[home] || c.pending[host]) {
-				c.sync(anySide, true)
+				c.sync(anySide, onSettle)
 			}
 		})
 		return
@@ -348,7 +368,7 @@ func (c *cred) checkDead() {
 // flush pushes the home copy to the host if it is the fresher, without
 // relying on any event having been seen.
 func (c *cred) flush() error {
-	if err := c.sync(anySide, true); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
+	if err := c.sync(anySide, onFlush); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
 		return fmt.Errorf("%s: %w", c.name(), err)
 	}
 	return nil

@@ -228,7 +228,7 @@ func (g *Guard) handle(batch []dirty) {
 		}
 		// ATTRIB alone (chmod, chown, link count) changes no content.
 		if d.mask&^uint32(unix.IN_ATTRIB) != 0 {
-			c.sync(d.t.side, false)
+			c.sync(d.t.side, onEvent)
 		}
 		c.mu.Unlock()
 	}
@@ -239,7 +239,7 @@ func (g *Guard) overflow() {
 	g.logf(1, "inotify queue overflow: re-reading every credential")
 	for _, c := range g.creds {
 		c.mu.Lock()
-		c.sync(anySide, false)
+		c.sync(anySide, onEvent)
 		c.mu.Unlock()
 	}
 }

@@ -472,3 +472,33 @@ func TestIdleTouchesNothing(t *testing.T) {
 		t.Fatal("an idle guard opened or read a credential")
 	}
 }
+
+// TestLogoutsAreRespected: a logout on the host (stub) is neither copied
+// into the container nor undone by the container's old token, not even by
+// the final flush; a new login in the container does reach the host.
+func TestLogoutsAreRespected(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	s := f.sentinel()
+	g := f.start()
+	homeFile := f.homePath(".claude/.credentials.json")
+	writeOwned(t, hostFile, claudeStub, hostUID, hostGID, 0o600)
+	s.barrier()
+	assertContent(t, homeFile, claudeTok(1))
+	assertContent(t, hostFile, claudeStub)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertContent(t, hostFile, claudeStub)
+	renameOwned(t, homeFile, claudeTok(2), userUID, userGID)
+	waitContent(t, hostFile, claudeTok(2))
+	// A stale usable host copy is brought up to date by the flush.
+	g.stopWatching()
+	writeOwned(t, hostFile, claudeTok(1), hostUID, hostGID, 0o600)
+	if err := g.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertContent(t, hostFile, claudeTok(2))
+}
