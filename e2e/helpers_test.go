@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,9 @@ func need(t *testing.T) *suite {
 	})
 	if suiteErr != nil {
 		t.Fatalf("e2e set-up: %v", suiteErr)
+	}
+	if suiteVal == nil {
+		t.Fatal("e2e set-up failed in an earlier test")
 	}
 	return suiteVal
 }
@@ -189,8 +193,14 @@ func (h *hostHome) path(agent string) string {
 func (h *hostHome) writeHost(t *testing.T, agent, token, mode string) {
 	t.Helper()
 	p := h.path(agent)
-	if _, err := fakeagent.Refresh(agent, p, token, mode); err != nil {
+	r, err := fakeagent.Refresh(agent, p, token, mode)
+	if err != nil {
 		t.Fatalf("host refresh: %v", err)
+	}
+	if r.Unreadable != nil {
+		// The host's agent found a torn credential: something wrote it
+		// non-atomically while it read.
+		t.Errorf("host refresh of %s read an unparsable credential: %v", p, r.Unreadable)
 	}
 	if err := os.Chown(p, h.uid, h.gid); err != nil {
 		t.Fatal(err)
@@ -339,6 +349,48 @@ func awaitToken(t *testing.T, agent, path, token string, timeout time.Duration) 
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// watchToken polls a credential file every millisecond from now on, and
+// returns a function that waits for token to appear and returns when it was
+// first seen; it fails the test after timeout. Started before a write, it
+// times a sync without the latency of docker exec.
+func watchToken(t *testing.T, agent, path, token string, timeout time.Duration) func() time.Time {
+	t.Helper()
+	seen := make(chan time.Time, 1)
+	var last string
+	go func() {
+		deadline := time.Now().Add(timeout)
+		for time.Now().Before(deadline) {
+			c, err := fakeagent.Read(agent, path)
+			if err == nil && c.Token == token {
+				seen <- time.Now()
+				return
+			}
+			last = fmt.Sprint(c, err)
+			time.Sleep(time.Millisecond)
+		}
+		close(seen)
+	}()
+	return func() time.Time {
+		t.Helper()
+		at, ok := <-seen
+		if !ok {
+			t.Fatalf("%s: token %s not in %s within %s (last: %s)", agent, token, path, timeout, last)
+		}
+		return at
+	}
+}
+
+// writtenAt parses the write time fake-agent refresh prints.
+func writtenAt(t *testing.T, out string) time.Time {
+	t.Helper()
+	m := regexp.MustCompile(`at=(\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no write time in fake-agent output: %q", out)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return time.Unix(0, n)
 }
 
 // statOwner returns a file's uid, gid, mode and inode.

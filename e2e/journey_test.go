@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -62,6 +63,12 @@ func refreshJourney(t *testing.T, c *container, h *hostHome) {
 	} {
 		t.Run(tc.agent, func(t *testing.T) {
 			hostPath := h.path(tc.agent)
+			t.Cleanup(func() {
+				if t.Failed() {
+					data, err := os.ReadFile(hostPath)
+					t.Logf("on failure: host file %s: %q %v\ncontainer logs: %s", hostPath, data, err, c.logs())
+				}
+			})
 			awaitToken(t, tc.agent, c.homeFile(tc.rel), tc.initial, 5*time.Second)
 			if uid, gid, mode, _ := statOwner(t, c.homeFile(tc.rel)); uid != 1000 || gid != 1000 || mode != 0o600 {
 				t.Errorf("home copy is %d:%d %v, want 1000:1000 -rw-------", uid, gid, mode)
@@ -69,9 +76,11 @@ func refreshJourney(t *testing.T, c *container, h *hostHome) {
 			hostToContainer := func(step string) {
 				t.Helper()
 				tok := step + "-" + rnd()
+				seen := watchToken(t, tc.agent, c.homeFile(tc.rel), tok, 10*time.Second)
+				written := time.Now()
 				h.writeHost(t, tc.agent, tok, tc.hostMode)
-				d := awaitToken(t, tc.agent, c.homeFile(tc.rel), tok, 5*time.Second)
-				t.Logf("%s: host refresh (%s) seen in the container home after %s", tc.agent, tc.hostMode, d.Round(time.Millisecond))
+				d := seen().Sub(written)
+				t.Logf("%s: host refresh (%s) seen in the container home after %s", tc.agent, tc.hostMode, d.Round(100*time.Microsecond))
 				if d > time.Second {
 					t.Errorf("%s: host refresh took %s to reach the container, want within a second", tc.agent, d)
 				}
@@ -79,12 +88,16 @@ func refreshJourney(t *testing.T, c *container, h *hostHome) {
 			hostToContainer("host1")
 			for _, mode := range []string{fakeagent.InPlace, fakeagent.Rename} {
 				tok := "ctr-" + mode + "-" + rnd()
+				seen := watchToken(t, tc.agent, hostPath, tok, 10*time.Second)
 				r := c.exec("fake-agent", "refresh", "--agent", tc.agent, "--mode", mode, "--token", tok)
 				if r.code != 0 || strings.Contains(r.stderr, "rename failed") {
 					t.Fatalf("fake-agent refresh --mode %s in the container: %s", mode, r)
 				}
-				d := awaitToken(t, tc.agent, hostPath, tok, 5*time.Second)
-				t.Logf("%s: container refresh (%s) reached the host after %s", tc.agent, mode, d.Round(time.Millisecond))
+				d := seen().Sub(writtenAt(t, r.stdout))
+				t.Logf("%s: container refresh (%s) reached the host after %s", tc.agent, mode, d.Round(100*time.Microsecond))
+				if d > time.Second {
+					t.Errorf("%s: container refresh took %s to reach the host, want within a second", tc.agent, d)
+				}
 				if uid, gid, perm, _ := statOwner(t, hostPath); uid != h.uid || gid != h.gid || perm != h.mode {
 					t.Errorf("%s: host file is %d:%d %v after a container refresh (%s), want %d:%d %v",
 						tc.agent, uid, gid, perm, mode, h.uid, h.gid, h.mode)
@@ -190,12 +203,18 @@ func TestTwoContainers(t *testing.T) {
 		{fakeagent.Claude, ".claude/.credentials.json", fakeagent.Rename, b, a},
 	} {
 		tok := "two-" + rnd()
-		if r := tc.from.exec("fake-agent", "refresh", "--agent", tc.agent, "--mode", tc.mode, "--token", tok); r.code != 0 {
+		onHost := watchToken(t, tc.agent, h.path(tc.agent), tok, 10*time.Second)
+		inOther := watchToken(t, tc.agent, tc.to.homeFile(tc.rel), tok, 10*time.Second)
+		r := tc.from.exec("fake-agent", "refresh", "--agent", tc.agent, "--mode", tc.mode, "--token", tok)
+		if r.code != 0 {
 			t.Fatalf("refresh in %s: %s", tc.from.id, r)
 		}
-		dh := awaitToken(t, tc.agent, h.path(tc.agent), tok, 5*time.Second)
-		do := awaitToken(t, tc.agent, tc.to.homeFile(tc.rel), tok, 5*time.Second)
-		t.Logf("%s refresh in one container: on the host after %s, in the other after %s more", tc.agent,
-			dh.Round(time.Millisecond), do.Round(time.Millisecond))
+		w := writtenAt(t, r.stdout)
+		dh, do := onHost().Sub(w), inOther().Sub(w)
+		t.Logf("%s refresh (%s) in one container: on the host after %s, in the other container after %s", tc.agent, tc.mode,
+			dh.Round(100*time.Microsecond), do.Round(100*time.Microsecond))
+		if do > 2*time.Second {
+			t.Errorf("%s: the other container saw the refresh after %s", tc.agent, do)
+		}
 	}
 }

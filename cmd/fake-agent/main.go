@@ -81,10 +81,13 @@ func refresh(agent, path, token, mode string) {
 	if err != nil {
 		fail(err)
 	}
+	if r.Unreadable != nil {
+		fmt.Fprintf(os.Stderr, "fake-agent: the credential it replaced was unreadable: %v\n", r.Unreadable)
+	}
 	if r.Fallback != nil {
 		fmt.Fprintf(os.Stderr, "fake-agent: rename failed (%v), wrote in place\n", r.Fallback)
 	}
-	fmt.Printf("refreshed %s (%s)\n", r.Cred, mode)
+	fmt.Printf("refreshed %s (%s) at=%d\n", r.Cred, mode, r.Written.UnixNano())
 }
 
 func wait(agent, path, token, mode string, onTerm bool) {

@@ -451,5 +451,6 @@ func (b *Builder) ExampleImage(ctx context.Context) (string, error) {
 	if _, err := run(ctx, 10*time.Minute, nil, []string{"DOCKER_BUILDKIT=0"}, "docker", "build", "-q", "-t", tag, ctxDir); err != nil {
 		return "", err
 	}
+	pruneTags(ctx, Example, tag)
 	return tag, nil
 }

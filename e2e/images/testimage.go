@@ -130,7 +130,22 @@ func (b *Builder) TestImage(ctx context.Context) (string, error) {
 	if _, err := run(ctx, time.Minute, nil, nil, "docker", "tag", tag, Test+":latest"); err != nil {
 		return "", err
 	}
+	pruneTags(ctx, Test, tag)
 	return tag, nil
+}
+
+// pruneTags removes the other content-keyed tags of repo, which a changed
+// source tree left behind; one still in use by a container stays.
+func pruneTags(ctx context.Context, repo, keep string) {
+	out, err := run(ctx, time.Minute, nil, nil, "docker", "images", repo, "--format", "{{.Repository}}:{{.Tag}}")
+	if err != nil {
+		return
+	}
+	for _, t := range strings.Fields(string(out)) {
+		if t != keep && t != repo+":latest" && t != repo+":<none>" {
+			_, _ = run(ctx, time.Minute, nil, nil, "docker", "rmi", t)
+		}
+	}
 }
 
 type imgFile struct {

@@ -199,6 +199,12 @@ type Result struct {
 	// Fallback is set when a rename was asked for but failed, and the file was
 	// written in place instead (as Claude Code 2.1.119+ does).
 	Fallback error
+	// Unreadable is set when the existing file could not be parsed (a torn
+	// or foreign file): the new expiry then does not build on the old one.
+	Unreadable error
+	// Written is when the new content was complete on disk (the rename or
+	// the close), by the wall clock, which a container shares with its host.
+	Written time.Time
 }
 
 // Refresh rewrites the credential at path with token (NewToken() when empty)
@@ -210,10 +216,13 @@ func Refresh(agent, path, token, mode string) (Result, error) {
 	}
 	exp := time.Now().Add(8 * time.Hour).Truncate(time.Second)
 	var extra map[string]json.RawMessage
+	var unreadable error
 	if data, err := os.ReadFile(path); err == nil {
-		if old, err := Parse(agent, data); err == nil && !old.Expires.Before(exp) {
+		old, err := Parse(agent, data)
+		if err == nil && !old.Expires.Before(exp) {
 			exp = old.Expires.Add(time.Minute).Truncate(time.Second)
 		}
+		unreadable = err
 		if agent == Claude {
 			_ = json.Unmarshal(data, &extra)
 			delete(extra, "claudeAiOauth")
@@ -223,23 +232,22 @@ func Refresh(agent, path, token, mode string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Cred: Cred{Agent: agent, Token: token, Expires: exp}}
+	res := Result{Cred: Cred{Agent: agent, Token: token, Expires: exp}, Unreadable: unreadable}
 	switch mode {
 	case InPlace:
-		return res, WriteInPlace(path, content)
+		err = WriteInPlace(path, content)
 	case Rename:
-		err := WriteRename(path, content)
-		if err == nil {
-			return res, nil
-		}
+		err = WriteRename(path, content)
 		var errno syscall.Errno
 		if errors.As(err, &errno) && (errno == syscall.EXDEV || errno == syscall.EPERM || errno == syscall.EEXIST || errno == syscall.EBUSY) {
 			res.Fallback = err
-			return res, WriteInPlace(path, content)
+			err = WriteInPlace(path, content)
 		}
-		return res, err
+	default:
+		return Result{}, fmt.Errorf("unknown write mode %q (want %s or %s)", mode, InPlace, Rename)
 	}
-	return Result{}, fmt.Errorf("unknown write mode %q (want %s or %s)", mode, InPlace, Rename)
+	res.Written = time.Now()
+	return res, err
 }
 
 // WriteInPlace truncates and rewrites path, keeping its inode (mode 0600 on
