@@ -58,10 +58,11 @@ func main() {
 			fail(fmt.Errorf("await needs --token"))
 		}
 		start := time.Now()
+		fmt.Printf("waiting for %s in %s\n", *token, path)
 		for {
 			c, err := fakeagent.Read(*agent, path)
 			if err == nil && c.Token == *token {
-				fmt.Printf("seen %s after %s\n", c, time.Since(start).Round(time.Millisecond))
+				fmt.Printf("seen %s at=%d\n", c, time.Now().UnixNano())
 				return
 			}
 			if time.Since(start) > *timeout {
