@@ -281,7 +281,9 @@ func start(t *testing.T, r launch) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start caw-init: %v", err)
 	}
-	if stdout != nil {
+	if stdout == nil {
+		close(p.lines)
+	} else {
 		go func() {
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
