@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caw-dev/caw/internal/testenv"
 )
 
 // Case 8: Dockerfile.example, built exactly as written after the caw image
@@ -32,5 +34,39 @@ func TestDockerfileExample(t *testing.T) {
 	out := docker(t, append(append([]string{"run", "--rm", "-i"}, h.flags(t)...), tag)...)
 	if out.code != 0 {
 		t.Errorf("docker run -i %s (default CMD) with closed stdin: %s", tag, out)
+	}
+}
+
+// The caw image holds exactly the two static binaries, and both run in an
+// otherwise empty image.
+func TestCawImage(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	img, err := s.b.CawImage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(must(t, time.Minute, "docker", "create", img))
+	t.Cleanup(func() { docker(t, "rm", "-f", id) })
+	files := must(t, time.Minute, "sh", "-c", "docker export "+id+" | tar -t | grep -v -E '^(dev|proc|sys|etc)/|^\\.dockerenv$|^(dev|proc|sys|etc)/?$' | sort")
+	if got := strings.Fields(files); strings.Join(got, " ") != "caw caw-init" {
+		t.Errorf("caw image files: %q, want caw and caw-init only", got)
+	}
+	if out := docker(t, "run", "--rm", img, "version"); out.code != 0 || out.stdout == "" {
+		t.Errorf("caw version in the caw image: %s", out)
+	}
+	if out := docker(t, "run", "--rm", "--entrypoint", "/caw-init", img, "--", "/caw", "version"); out.code != 0 {
+		t.Errorf("caw-init -- /caw version in the caw image: %s", out)
+	}
+	t.Logf("%s", must(t, time.Minute, "docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}", "caw"))
+}
+
+// The README's demo runs to its end.
+func TestDemo(t *testing.T) {
+	need(t)
+	r := run(t, 10*time.Minute, "go", "-C", testenv.ModuleRoot(t), "run", "./demo")
+	if r.code != 0 || !strings.Contains(r.stdout, "== Done") {
+		t.Fatalf("go run ./demo: %s", r)
 	}
 }
