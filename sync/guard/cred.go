@@ -61,6 +61,10 @@ type cred struct {
 	pending [2]bool
 	settle  *time.Timer
 	closed  bool
+	// history holds the last usable contents either side held, to tell an
+	// agent rewriting an old token from two fresh refreshes racing.
+	history [16][32]byte
+	histN   int
 }
 
 // view is one side's content as read, classified.
@@ -71,6 +75,24 @@ type view struct {
 }
 
 func (c *cred) name() string { return c.e.Agent + " credential " + c.e.ContainerTarget }
+
+// remember records usable content either side held.
+func (c *cred) remember(sum [32]byte) {
+	if c.known(sum) {
+		return
+	}
+	c.history[c.histN%len(c.history)] = sum
+	c.histN++
+}
+
+func (c *cred) known(sum [32]byte) bool {
+	for i := range min(c.histN, len(c.history)) {
+		if c.history[i] == sum {
+			return true
+		}
+	}
+	return false
+}
 
 // once logs a message the first time its key is seen for this credential.
 func (c *cred) once(key string, level int, format string, args ...any) {
@@ -116,6 +138,11 @@ func (c *cred) read(s side) view {
 func (c *cred) copyIn() {
 	hv, Hv := c.read(home), c.read(host)
 	c.seen[home], c.seen[host] = hv.sum, Hv.sum
+	for _, x := range []view{hv, Hv} {
+		if x.st.State.Usable() {
+			c.remember(x.sum)
+		}
+	}
 	if hv.sum == Hv.sum {
 		return
 	}
@@ -186,6 +213,15 @@ func (c *cred) syncOnce(trigger side, m mode) error {
 	hv, Hv := v[home], v[host]
 	homeChanged, hostChanged := hv.sum != c.seen[home], Hv.sum != c.seen[host]
 	c.seen[home], c.seen[host] = hv.sum, Hv.sum
+	// Known once this decision is taken (not before: whether the content
+	// was known decides what a regression is).
+	defer func() {
+		for _, x := range v {
+			if x.st.State.Usable() {
+				c.remember(x.sum)
+			}
+		}
+	}()
 	if hv.sum == Hv.sum {
 		c.settled()
 		return nil
@@ -240,8 +276,14 @@ func (c *cred) push(dst side, src, cur view, srcChanged, curChanged bool, m mode
 		if curChanged || !srcChanged {
 			return nil
 		}
+	case curChanged && !c.pending[dst] && !c.known(cur.sum):
+		// dst changed to a token never seen before that is older than
+		// src's: two refreshes raced (each side took one at about the same
+		// moment). The fresher one goes back; not a regression.
+		c.g.logf(2, "%s: the %s side took an older token than the %s side holds; writing the fresher one back", c.name(), dst, other(dst))
 	case curChanged && !c.pending[dst]:
-		// dst went back to an older token than src holds.
+		// dst went back to a token it held before: an agent rewrote the
+		// old token it keeps in memory.
 		if c.leftAlone[dst] {
 			return nil
 		}
@@ -333,6 +375,7 @@ func (c *cred) write(dst side, src, cur view) error {
 	case err == nil:
 		c.seen[dst] = src.sum
 		c.pending[dst] = false
+		c.remember(src.sum)
 		c.g.logf(2, "%s: %s -> %s (%s)", c.name(), other(dst), dst, src.st.Describe(time.Now()))
 		return nil
 	case errors.Is(err, errChanged):

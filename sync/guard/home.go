@@ -234,10 +234,9 @@ func readAllFD(fd int, size int64) ([]byte, error) {
 }
 
 // replace atomically sets rel's content: a temp file created O_EXCL beside
-// it, owned by the user with mode perm (set on the descriptor), renamed over
-// rel. When still is not nil it is checked on rel's current content right
-// before the rename; false aborts with errChanged. No fsync: the home copy
-// is rebuilt from the host at every start.
+// it, owned by the user with mode perm (set on the descriptor), swapped in
+// for rel (see swapIn; still may be nil for an unconditional write). No
+// fsync: the home copy is rebuilt from the host at every start.
 func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool) error {
 	d, base, err := h.openDir(rel)
 	if err != nil {
@@ -249,24 +248,79 @@ func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(c
 	if err != nil {
 		return fmt.Errorf("write %s in home: %w", rel, err)
 	}
-	done := false
-	defer func() {
-		if !done {
-			unix.Unlinkat(dirfd, tmp.name, 0)
-		}
-	}()
-	err = tmp.fill(data, h.uid, h.gid, perm, false)
-	if err != nil {
+	if err := tmp.fill(data, h.uid, h.gid, perm, false); err != nil {
+		unix.Unlinkat(dirfd, tmp.name, 0)
 		return fmt.Errorf("write %s in home: %w", rel, err)
 	}
-	if still != nil && !still(readAt(dirfd, base, rel, h.uid)) {
+	if still == nil {
+		still = func([]byte, error) bool { return true }
+	}
+	if err := swapIn(dirfd, tmp.name, base, h.uid, still); err != nil {
+		if errors.Is(err, errChanged) {
+			return err
+		}
+		return fmt.Errorf("write %s in home: %w", rel, err)
+	}
+	return nil
+}
+
+// swapIn puts the finished temp file tmp in place of name, both in dirfd,
+// if name still holds what the caller decided to replace (still). Another
+// writer (an agent refreshing by rename) can land between that decision
+// and the rename, and must not be overwritten. So name is checked right
+// before the swap (closing the window to microseconds, so readers almost
+// never see the swap undone), and the temp is swapped in with
+// RENAME_EXCHANGE, which leaves what it displaced under the temp's name: if
+// that is not what still expects, a write landed in those microseconds and
+// is swapped back, and the caller decides again (errChanged).
+func swapIn(dirfd int, tmp, name string, owner int, still func([]byte, error) bool) error {
+	cur, cerr := readAt(dirfd, name, name, owner)
+	if !errors.Is(cerr, fs.ErrNotExist) && !still(cur, cerr) {
+		unix.Unlinkat(dirfd, tmp, 0)
 		return errChanged
 	}
-	if err := unix.Renameat(dirfd, tmp.name, dirfd, base); err != nil {
-		return fmt.Errorf("write %s in home: rename: %w", rel, err)
+	err := unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		// Nothing to displace: create name only if it is still absent.
+		if !still(nil, fs.ErrNotExist) {
+			unix.Unlinkat(dirfd, tmp, 0)
+			return errChanged
+		}
+		err = unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EEXIST) {
+			unix.Unlinkat(dirfd, tmp, 0)
+			return errChanged
+		}
+		if err != nil {
+			unix.Unlinkat(dirfd, tmp, 0)
+			return fmt.Errorf("rename: %w", err)
+		}
+		return nil
+	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP):
+		// A filesystem without exchange: check, then rename.
+		if !still(readAt(dirfd, name, name, owner)) {
+			unix.Unlinkat(dirfd, tmp, 0)
+			return errChanged
+		}
+		if err := unix.Renameat(dirfd, tmp, dirfd, name); err != nil {
+			unix.Unlinkat(dirfd, tmp, 0)
+			return fmt.Errorf("rename: %w", err)
+		}
+		return nil
+	case err != nil:
+		unix.Unlinkat(dirfd, tmp, 0)
+		return fmt.Errorf("rename: %w", err)
 	}
-	done = true
-	return nil
+	// tmp now names what name held an instant ago.
+	if still(readAt(dirfd, tmp, name, owner)) {
+		unix.Unlinkat(dirfd, tmp, 0)
+		return nil
+	}
+	// Someone else's write: put it back, drop ours.
+	unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE)
+	unix.Unlinkat(dirfd, tmp, 0)
+	return errChanged
 }
 
 // removeStaleTemps deletes temp files a killed guard left beside rel.

@@ -206,9 +206,12 @@ func openBindDir(dir, name string) (*bindDir, error) {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
 	// A guard killed between its temp write and rename leaves the temp
-	// behind; one younger than a minute may be another container's
-	// guard at work.
-	removeTemps(d, name, time.Minute)
+	// behind. Guards write only under the directory's flock, so when it is
+	// free no temp is in use.
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+		removeTemps(d, name, 0)
+		unix.Flock(int(d.Fd()), unix.LOCK_UN)
+	}
 	return &bindDir{dir: dir, name: name, d: d}, nil
 }
 
@@ -228,9 +231,6 @@ func (b *bindDir) write(data []byte, still func([]byte, error) bool) error {
 		return fmt.Errorf("lock %s: %w", b.dir, err)
 	}
 	defer unlock()
-	if !still(b.read()) {
-		return errChanged
-	}
 	// Owner and mode of the file being replaced; for a new file, the
 	// directory's owner and 0600.
 	var st unix.Stat_t
@@ -251,9 +251,13 @@ func (b *bindDir) write(data []byte, still func([]byte, error) bool) error {
 		unix.Unlinkat(dirfd, tmp.name, 0)
 		return fmt.Errorf("write %s: %w", b.label(), err)
 	}
-	if err := unix.Renameat(dirfd, tmp.name, dirfd, b.name); err != nil {
-		unix.Unlinkat(dirfd, tmp.name, 0)
-		return fmt.Errorf("write %s: rename: %w", b.label(), err)
+	// The host agent may have replaced the file while the temp was being
+	// written and synced: swapIn never overwrites that.
+	if err := swapIn(dirfd, tmp.name, b.name, -1, still); err != nil {
+		if errors.Is(err, errChanged) {
+			return err
+		}
+		return fmt.Errorf("write %s: %w", b.label(), err)
 	}
 	return nil
 }

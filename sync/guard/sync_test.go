@@ -156,19 +156,29 @@ func TestUnusableNeverWins(t *testing.T) {
 	}
 }
 
-// TestRegressionWriteBack: an agent rewriting an older token in the home
-// gets the fresher one back; one that keeps doing it is reported once and
-// left alone.
+// TestRegressionWriteBack: an agent rewriting the older token it holds in
+// memory gets the fresher one back; one that keeps doing it is reported once
+// and left alone. An older token never seen before (a refresh racing one on
+// the other side) is written over without counting as a regression.
 func TestRegressionWriteBack(t *testing.T) {
 	f := newFx(t)
-	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(20))
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(15))
 	f.start()
 	homeFile := f.homePath(".claude/.credentials.json")
+	// A race: a fresh but older token lands in the home after the host's.
+	writeOwned(t, hostFile, claudeTok(20), hostUID, hostGID, 0o600)
+	waitContent(t, homeFile, claudeTok(20))
+	renameOwned(t, homeFile, claudeTok(18), userUID, userGID)
+	waitContent(t, homeFile, claudeTok(20))
+	// The agent keeps writing back token 15, which the home held before.
 	for i := 0; i < maxWriteBacks; i++ {
 		renameOwned(t, homeFile, claudeTok(15), userUID, userGID)
 		waitContent(t, homeFile, claudeTok(20))
 	}
 	assertContent(t, hostFile, claudeTok(20))
+	if n := f.log.count(1, "went back to an older token"); n != maxWriteBacks {
+		t.Fatalf("%d regressions reported at -v, want %d:\n%s", n, maxWriteBacks, f.log)
+	}
 	renameOwned(t, homeFile, claudeTok(15), userUID, userGID)
 	waitFor(t, "the regression report", func() bool { return f.log.count(0, "leaving it alone") == 1 }, f.homePath(".claude"))
 	assertContent(t, homeFile, claudeTok(15))
