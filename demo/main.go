@@ -47,6 +47,7 @@ func main() {
 type demo struct {
 	ctx       context.Context
 	caw       string
+	agent     string // fake-agent, the host's agent too
 	image     string
 	home      string
 	auth      string
@@ -69,6 +70,9 @@ func run() error {
 	if d.caw, err = b.Binary(ctx, "./cmd/caw"); err != nil {
 		return err
 	}
+	if d.agent, err = b.Binary(ctx, "./cmd/fake-agent"); err != nil {
+		return err
+	}
 	if d.image, err = b.TestImage(ctx); err != nil {
 		return err
 	}
@@ -79,6 +83,9 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(base)
+	if err := os.Chmod(base, 0o755); err != nil { // the home's owner must reach it
+		return err
+	}
 	d.home, d.auth = filepath.Join(base, "home"), filepath.Join(base, "home", ".caw", "auth")
 	defer d.cleanup()
 	return d.journey()
@@ -206,11 +213,21 @@ func (d *demo) hostRefresh(path string) error {
 		return errors.New("the watcher in the container did not start")
 	}
 	fmt.Printf("in the container: %s\n", lines.Text())
-	r, err := fakeagent.Refresh(fakeagent.Claude, path, tok, fakeagent.Rename)
+	// The host's agent runs as the user who owns the file.
+	host := exec.CommandContext(ctx, d.agent, "refresh", "--agent", "claude", "--file", path, "--mode", "rename", "--token", tok)
+	if fi, err := os.Stat(path); err == nil && os.Geteuid() == 0 {
+		st := fi.Sys().(*syscall.Stat_t)
+		host.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: st.Uid, Gid: st.Gid}}
+	}
+	hostOut, err := host.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("host refresh: %w\n%s", err, hostOut)
+	}
+	written, err := stamp(string(hostOut))
 	if err != nil {
 		return err
 	}
-	fmt.Printf("host: refreshed %s by rename: %s\n", path, r.Cred)
+	fmt.Printf("host: %s", hostOut)
 	if !lines.Scan() {
 		return errors.New("the container never saw the host's refresh")
 	}
@@ -219,7 +236,7 @@ func (d *demo) hostRefresh(path string) error {
 		return err
 	}
 	fmt.Printf("in the container: %s (%s after the host's rename)\n", strings.Split(lines.Text(), " at=")[0],
-		seen.Sub(r.Written).Round(100*time.Microsecond))
+		seen.Sub(written).Round(100*time.Microsecond))
 	return nil
 }
 

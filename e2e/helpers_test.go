@@ -124,7 +124,16 @@ func must(t *testing.T, timeout time.Duration, name string, args ...string) stri
 
 func docker(t *testing.T, args ...string) result {
 	t.Helper()
-	return run(t, 2*time.Minute, "docker", args...)
+	return run(t, 2*time.Minute, "docker", noPull(args)...)
+}
+
+// noPull makes docker run fail at once on a missing image instead of
+// trying a registry (there is none).
+func noPull(args []string) []string {
+	if len(args) > 0 && args[0] == "run" {
+		return append([]string{"run", "--pull", "never"}, args[1:]...)
+	}
+	return args
 }
 
 // hostHome is a throwaway host home holding Claude and Codex logins.
@@ -170,8 +179,14 @@ func newHome(t *testing.T, s *suite, uid, gid int, mode os.FileMode) *hostHome {
 			t.Fatal(err)
 		}
 	}
-	h.writeHost(t, fakeagent.Claude, h.claudeTok, fakeagent.InPlace)
-	h.writeHost(t, fakeagent.Codex, h.codexTok, fakeagent.InPlace)
+	h.writeInitial(t, fakeagent.Claude, h.claudeTok)
+	h.writeInitial(t, fakeagent.Codex, h.codexTok)
+	// The home's owner must reach its home, as on a real machine.
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return h
 }
 
@@ -188,19 +203,13 @@ func (h *hostHome) path(agent string) string {
 	return h.codex
 }
 
-// writeHost refreshes a host credential as the host's agent would, keeping
-// the owner and mode the home was made with.
-func (h *hostHome) writeHost(t *testing.T, agent, token, mode string) {
+// writeInitial writes a host credential before any container runs, with the
+// owner and mode the home was made with.
+func (h *hostHome) writeInitial(t *testing.T, agent, token string) {
 	t.Helper()
 	p := h.path(agent)
-	r, err := fakeagent.Refresh(agent, p, token, mode)
-	if err != nil {
-		t.Fatalf("host refresh: %v", err)
-	}
-	if r.Unreadable != nil {
-		// The host's agent found a torn credential: something wrote it
-		// non-atomically while it read.
-		t.Errorf("host refresh of %s read an unparsable credential: %v", p, r.Unreadable)
+	if _, err := fakeagent.Refresh(agent, p, token, fakeagent.InPlace); err != nil {
+		t.Fatalf("host credential: %v", err)
 	}
 	if err := os.Chown(p, h.uid, h.gid); err != nil {
 		t.Fatal(err)
@@ -208,6 +217,29 @@ func (h *hostHome) writeHost(t *testing.T, agent, token, mode string) {
 	if err := os.Chmod(p, h.mode); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// writeHost refreshes a host credential as the host's agent does: the fake
+// agent running as the home's owner (a rename then leaves a new file that
+// user owns, mode 0600, as Claude Code does). It returns when the write was
+// complete.
+func (h *hostHome) writeHost(t *testing.T, agent, token, mode string) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, h.s.agent, "refresh", "--agent", agent, "--file", h.path(agent), "--mode", mode, "--token", token)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(h.uid), Gid: uint32(h.gid)}}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("host refresh as uid %d: %v\n%s%s", h.uid, err, out.String(), errb.String())
+	}
+	if strings.Contains(errb.String(), "unreadable") {
+		// The host's agent found a torn credential: something wrote it
+		// non-atomically while it read.
+		t.Errorf("host refresh of %s: %s", h.path(agent), errb.String())
+	}
+	return writtenAt(t, out.String())
 }
 
 // setup runs caw setup on the home as root; extra flags are appended.
@@ -221,11 +253,6 @@ func (h *hostHome) setup(t *testing.T, extra ...string) {
 func (h *hostHome) setupAsOwner(t *testing.T, extra ...string) {
 	t.Helper()
 	base := filepath.Dir(h.dir)
-	for _, d := range []string{filepath.Dir(base), base} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if err := os.Chown(base, h.uid, h.gid); err != nil {
 		t.Fatal(err)
 	}

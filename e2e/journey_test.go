@@ -54,6 +54,7 @@ func TestRefreshBothWays(t *testing.T) {
 // container home within a second; a container refresh, in place and by
 // rename, reaches the host file, which keeps its owner and mode; and a host
 // refresh after those still arrives (no side is left on a stale inode).
+// Host writes run as the home's owner, as the host's agent does.
 func refreshJourney(t *testing.T, c *container, h *hostHome) {
 	for _, tc := range []struct {
 		agent, rel, hostMode, initial string
@@ -77,8 +78,7 @@ func refreshJourney(t *testing.T, c *container, h *hostHome) {
 				t.Helper()
 				tok := step + "-" + rnd()
 				seen := watchToken(t, tc.agent, c.homeFile(tc.rel), tok, 10*time.Second)
-				written := time.Now()
-				h.writeHost(t, tc.agent, tok, tc.hostMode)
+				written := h.writeHost(t, tc.agent, tok, tc.hostMode)
 				d := seen().Sub(written)
 				t.Logf("%s: host refresh (%s) seen in the container home after %s", tc.agent, tc.hostMode, d.Round(100*time.Microsecond))
 				if d > time.Second {
@@ -88,6 +88,7 @@ func refreshJourney(t *testing.T, c *container, h *hostHome) {
 			hostToContainer("host1")
 			for _, mode := range []string{fakeagent.InPlace, fakeagent.Rename} {
 				tok := "ctr-" + mode + "-" + rnd()
+				uid0, gid0, perm0, _ := statOwner(t, hostPath)
 				seen := watchToken(t, tc.agent, hostPath, tok, 10*time.Second)
 				r := c.exec("fake-agent", "refresh", "--agent", tc.agent, "--mode", mode, "--token", tok)
 				if r.code != 0 || strings.Contains(r.stderr, "rename failed") {
@@ -98,9 +99,9 @@ func refreshJourney(t *testing.T, c *container, h *hostHome) {
 				if d > time.Second {
 					t.Errorf("%s: container refresh took %s to reach the host, want within a second", tc.agent, d)
 				}
-				if uid, gid, perm, _ := statOwner(t, hostPath); uid != h.uid || gid != h.gid || perm != h.mode {
-					t.Errorf("%s: host file is %d:%d %v after a container refresh (%s), want %d:%d %v",
-						tc.agent, uid, gid, perm, mode, h.uid, h.gid, h.mode)
+				if uid, gid, perm, _ := statOwner(t, hostPath); uid != uid0 || gid != gid0 || perm != perm0 || uid != h.uid {
+					t.Errorf("%s: host file is %d:%d %v after a container refresh (%s), was %d:%d %v",
+						tc.agent, uid, gid, perm, mode, uid0, gid0, perm0)
 				}
 			}
 			hostToContainer("host2")

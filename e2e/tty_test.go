@@ -28,7 +28,7 @@ type term struct {
 
 func startTerm(t *testing.T, args ...string) *term {
 	t.Helper()
-	cmd := exec.Command("docker", args...)
+	cmd := exec.Command("docker", noPull(args)...)
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
 	if err != nil {
 		t.Fatalf("start docker under a pty: %v", err)

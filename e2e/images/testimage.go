@@ -134,17 +134,24 @@ func (b *Builder) TestImage(ctx context.Context) (string, error) {
 	return tag, nil
 }
 
-// pruneTags removes the other content-keyed tags of repo, which a changed
-// source tree left behind; one still in use by a container stays.
+// pruneTags removes the other content-keyed tags of repo that a changed
+// source tree left behind more than a day ago (a younger one may be in use
+// by a test run of another tree); one still used by a container stays.
 func pruneTags(ctx context.Context, repo, keep string) {
-	out, err := run(ctx, time.Minute, nil, nil, "docker", "images", repo, "--format", "{{.Repository}}:{{.Tag}}")
+	out, err := run(ctx, time.Minute, nil, nil, "docker", "images", repo, "--format", "{{.Repository}}:{{.Tag}}\t{{.CreatedAt}}")
 	if err != nil {
 		return
 	}
-	for _, t := range strings.Fields(string(out)) {
-		if t != keep && t != repo+":latest" && t != repo+":<none>" {
-			_, _ = run(ctx, time.Minute, nil, nil, "docker", "rmi", t)
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		tag, created, ok := strings.Cut(line, "\t")
+		if !ok || tag == keep || tag == repo+":latest" || strings.HasSuffix(tag, ":<none>") {
+			continue
 		}
+		at, err := time.Parse("2006-01-02 15:04:05 -0700 MST", created)
+		if err != nil || time.Since(at) < 24*time.Hour {
+			continue
+		}
+		_, _ = run(ctx, time.Minute, nil, nil, "docker", "rmi", tag)
 	}
 }
 
