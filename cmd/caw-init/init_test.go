@@ -70,14 +70,15 @@ func TestRunsAsPID1(t *testing.T) {
 }
 
 // childScript traps the given signals, says "ready", and idles in `wait` so
-// each trapped signal prints "got NAME" at once.
+// each trapped signal prints "got NAME" at once. It never ends by itself.
 func childScript(sigs []string, extra string) string {
 	var b strings.Builder
 	for _, s := range sigs {
 		fmt.Fprintf(&b, "trap 'echo got %s' %s\n", s, s)
 	}
 	b.WriteString(extra)
-	b.WriteString("sleep 1000 & pid=$!\necho ready\nwhile kill -0 $pid 2>/dev/null; do wait $pid; done\n")
+	// With -g the idle sleep gets the signals too; start another if one dies.
+	b.WriteString("sleep 1000 & pid=$!\necho ready\nwhile :; do wait $pid; kill -0 $pid 2>/dev/null || { sleep 1000 & pid=$!; }; done\n")
 	return b.String()
 }
 
@@ -98,7 +99,7 @@ func TestSignalsForwarded(t *testing.T) {
 		names = append(names, s.name)
 	}
 	script := childScript(names, "trap 'echo got TERM; kill $pid; exit 0' TERM\n")
-	p := start(t, inRoot(t, "--", "sh", "-c", script))
+	p := start(t, inRoot(t, "-v", "--", "sh", "-c", script))
 	p.expect("ready")
 	for _, s := range sigs {
 		p.signal(syscall.SIGURG)
@@ -109,6 +110,9 @@ func TestSignalsForwarded(t *testing.T) {
 	}
 	if code := p.wait(); code != 0 {
 		t.Errorf("exit %d, want 0; stderr:\n%s", code, p.stderr)
+	}
+	if strings.Contains(p.stderr.String(), "SIGURG") {
+		t.Errorf("caw-init handled SIGURG:\n%s", p.stderr)
 	}
 	if strings.Contains(p.out(), "got URG") {
 		t.Errorf("SIGURG reached the child:\n%s", p.out())

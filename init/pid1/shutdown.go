@@ -3,6 +3,7 @@ package pid1
 import (
 	"errors"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,10 @@ func (s *Supervisor) Shutdown() {
 	if s.noChildren {
 		return
 	}
+	// From here on, wait by SIGCHLD so the grace timer can interrupt; a
+	// child that ended before this registration is caught by the reap
+	// pass in waitGone.
+	signal.Notify(s.sigs.chld, syscall.SIGCHLD)
 	n := s.signalLeftovers(syscall.SIGTERM)
 	s.signalLeftovers(syscall.SIGCONT)
 	s.cfg.Logf(1, "sent SIGTERM to %s; SIGKILL in %v", n, s.cfg.Grace)
