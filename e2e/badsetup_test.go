@@ -102,6 +102,22 @@ func TestBadSetups(t *testing.T) {
 		refreshJourney(t, c, h)
 	})
 
+	// docker run --user 1000 with a staging dir only root can read (caw
+	// setup was run by root): a documented exit 2 naming the manifest,
+	// before anything runs.
+	t.Run("docker-user-1000-unreadable-staging", func(t *testing.T) {
+		h := newHome(t, s, 4242, 4242, 0o640)
+		h.setup(t)
+		r := docker(t, append(append([]string{"run", "--rm"}, h.flags(t)...), "--user", "1000", s.testImage, "echo", "ran")...)
+		t.Logf("%s", r)
+		if r.code != 2 || strings.Contains(r.stdout, "ran") {
+			t.Errorf("exit %d, want 2 without running the command", r.code)
+		}
+		if cl := cawLines(r.stderr); len(cl) != 1 || !strings.Contains(cl[0], "manifest.json") {
+			t.Errorf("want one caw-init line naming manifest.json:\n%s", r.stderr)
+		}
+	})
+
 	// A credential mounted read-only: the container starts with the login,
 	// host refreshes still arrive, a container refresh cannot reach the host
 	// and caw-init says so in one line instead of dying or retrying loudly.
