@@ -1,0 +1,114 @@
+package pid1
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestExitCode uses real wait statuses from real processes.
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		want   int
+	}{
+		{"exit 0", 0},
+		{"exit 3", 3},
+		{"kill -TERM $$", 143},
+		{"kill -KILL $$", 137},
+	} {
+		err := exec.Command("/bin/sh", "-c", tc.script).Run()
+		var ws syscall.WaitStatus
+		if ee, ok := err.(*exec.ExitError); ok {
+			ws = ee.Sys().(syscall.WaitStatus)
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if got := ExitCode(ws); got != tc.want {
+			t.Errorf("%q: ExitCode = %d, want %d", tc.script, got, tc.want)
+		}
+	}
+}
+
+// TestSignalSets: early and rest together are every catchable signal but
+// SIGCHLD and SIGURG, each once.
+func TestSignalSets(t *testing.T) {
+	all := append(append([]os.Signal{}, early...), rest()...)
+	seen := map[os.Signal]bool{}
+	for _, s := range all {
+		if seen[s] {
+			t.Errorf("%v registered twice", s)
+		}
+		seen[s] = true
+	}
+	for n := 1; n <= 64; n++ {
+		s := syscall.Signal(n)
+		excluded := s == unix.SIGKILL || s == unix.SIGSTOP || s == unix.SIGCHLD || s == unix.SIGURG
+		if seen[s] == excluded {
+			t.Errorf("signal %d (%v): captured %v", n, s, seen[s])
+		}
+	}
+	for _, s := range []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH} {
+		if !slices.Contains(early, os.Signal(s)) {
+			t.Errorf("%v must be captured before start-up goes on", s)
+		}
+	}
+	if !terminates(unix.SIGTERM) || !terminates(syscall.Signal(40)) || terminates(unix.SIGWINCH) || terminates(unix.SIGCONT) {
+		t.Error("terminates() disagrees with the default actions")
+	}
+}
+
+// TestDescendants finds a real process tree, including a process whose
+// name holds ") " (parsed after the last parenthesis of /proc/PID/stat).
+func TestDescendants(t *testing.T) {
+	dir := t.TempDir()
+	odd := filepath.Join(dir, "a) b (c")
+	data, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(odd, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `"$0" 100 & sleep 100 & echo started; wait`, odd)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	buf := make([]byte, 8)
+	out.Read(buf) // "started": both children exist
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids, err := descendants(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kids int
+		for _, p := range pids {
+			if ppid, ok := parentOf(p); ok && ppid == cmd.Process.Pid {
+				kids++
+			}
+		}
+		if slices.Contains(pids, cmd.Process.Pid) && kids == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("descendants %v: want the shell %d and its 2 children", pids, cmd.Process.Pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
