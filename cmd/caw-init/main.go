@@ -1,3 +1,7 @@
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
+//go:debug decoratemappings=0
+
 // Command caw-init is the container's PID 1: it runs COMMAND as the target
 // user, reaps orphans, forwards signals, ends leftovers at exit, and keeps
 // the agents' credentials in sync with the host (the guard) as root while
@@ -5,6 +9,11 @@
 //
 // The order matters for start-up cost: nothing that can wait runs before the
 // child is spawned, and capturing signals runs before anything else.
+//
+// The go:debug lines below keep the runtime from reading cgroup files at
+// start-up and re-checking them periodically (caw-init needs no CPU quota
+// tuning, and an idle PID 1 should not wake up), and from naming its
+// mappings with one failing prctl each.
 package main
 
 import (
