@@ -36,7 +36,7 @@ func observe(t *testing.T, path string, fn func(data []byte)) (stop func()) {
 			if _, err := w.Next(time.Now().Add(20 * time.Millisecond)); err != nil {
 				return
 			}
-			if data, err := os.ReadFile(path); err == nil {
+			if data, err := harness.ReadSmall(path); err == nil {
 				fn(data)
 			}
 		}

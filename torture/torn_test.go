@@ -43,7 +43,7 @@ func watchDest(t *testing.T, path string) *monitor {
 			if _, err := w.Next(time.Now().Add(20 * time.Millisecond)); err != nil {
 				return
 			}
-			data, err := os.ReadFile(path)
+			data, err := harness.ReadSmall(path)
 			if err != nil {
 				continue
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -45,9 +46,28 @@ func Seq(data []byte) (seq int64, ok bool) {
 	return seq, true
 }
 
+// ReadSmall reads a file the way a careful reader of a hostile directory
+// does: non-blocking (a FIFO cannot hang it), regular files only, at most
+// 1 MiB (a planted huge file is refused, not read).
+func ReadSmall(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
+		return nil, fmt.Errorf("%s: not a regular file under 1 MiB", path)
+	}
+	return io.ReadAll(io.LimitReader(f, 1<<20))
+}
+
 // ReadSeq reads a file's sequence number; -1 when it holds none.
 func ReadSeq(path string) int64 {
-	data, err := os.ReadFile(path)
+	data, err := ReadSmall(path)
 	if err != nil {
 		return -1
 	}
