@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -169,4 +170,52 @@ func TestAttackBindDirSymlink(t *testing.T) {
 		return err == nil && fi.Mode().IsRegular() && same(readFile(hostFile), claudeTok(11))
 	}, filepath.Dir(hostFile))
 	assertContent(t, bait, claudeTok(999))
+}
+
+// TestAttackFlippingSymlink: the user swaps the home copy with a symlink to
+// the bait (RENAME_EXCHANGE, as fast as possible) while the host refreshes;
+// nothing outside is read or written, and once the flipping stops the guard
+// syncs as before.
+func TestAttackFlippingSymlink(t *testing.T) {
+	a := newAttack(t)
+	alt := a.homeFile + ".alt"
+	if err := os.Symlink(a.bait, alt); err != nil {
+		t.Fatal(err)
+	}
+	unix.Lchown(alt, userUID, userGID)
+	for try := 0; try < 8; try++ {
+		stop := make(chan struct{})
+		done := make(chan int)
+		go func() {
+			k := 0
+			for ; ; k++ {
+				select {
+				case <-stop:
+					done <- k
+					return
+				default:
+				}
+				unix.Renameat2(unix.AT_FDCWD, a.homeFile, unix.AT_FDCWD, alt, unix.RENAME_EXCHANGE)
+			}
+		}()
+		for k := 0; k < 5; k++ {
+			a.n++
+			writeOwned(t, a.hostFile, claudeTok(a.n), hostUID, hostGID, 0o600)
+			time.Sleep(2 * time.Millisecond)
+		}
+		close(stop)
+		if k := <-done; k%2 == 1 {
+			unix.Renameat2(unix.AT_FDCWD, a.homeFile, unix.AT_FDCWD, alt, unix.RENAME_EXCHANGE)
+		}
+		assertContent(t, a.bait, claudeTok(999))
+		if got := tokenOf(readFile(a.hostFile)); got != a.n {
+			t.Fatalf("try %d: host holds %d, want %d", try, got, a.n)
+		}
+		// As the torture test does: the user puts a sane copy back, then
+		// the host refreshes again.
+		renameOwned(t, a.homeFile, claudeTok(a.n), userUID, userGID)
+		a.n++
+		writeOwned(t, a.hostFile, claudeTok(a.n), hostUID, hostGID, 0o600)
+		waitContent(t, a.homeFile, claudeTok(a.n))
+	}
 }

@@ -276,12 +276,12 @@ func (c *cred) push(dst side, src, cur view, srcChanged, curChanged bool, m mode
 		if curChanged || !srcChanged {
 			return nil
 		}
-	case curChanged && !c.pending[dst] && !c.known(cur.sum):
+	case curChanged && !srcChanged && !c.pending[dst] && !c.known(cur.sum):
 		// dst changed to a token never seen before that is older than
 		// src's: two refreshes raced (each side took one at about the same
 		// moment). The fresher one goes back; not a regression.
 		c.g.logf(2, "%s: the %s side took an older token than the %s side holds; writing the fresher one back", c.name(), dst, other(dst))
-	case curChanged && !c.pending[dst]:
+	case curChanged && !srcChanged && !c.pending[dst]:
 		// dst went back to a token it held before: an agent rewrote the
 		// old token it keeps in memory.
 		if c.leftAlone[dst] {
