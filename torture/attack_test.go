@@ -237,7 +237,7 @@ func restore(t *testing.T, c *harness.Container, hostSeq int64) {
 // file is checked), and must keep syncing once the home is sane again.
 func TestAttacks(t *testing.T) {
 	bin := cawInit(t)
-	tries := rounds(8, 200)
+	tries := rounds(20, 200)
 	for _, a := range attacks {
 		t.Run(strings.ReplaceAll(a.name, " ", "_"), func(t *testing.T) {
 			d := scratch(t)

@@ -64,7 +64,7 @@ type side struct {
 // agent replaces its file by rename, as Claude Code does).
 func TestConcurrentRefreshes(t *testing.T) {
 	bin := cawInit(t)
-	per := rounds(40, 500)
+	per := rounds(50, 500)
 	// Refreshes per side per round, and the spacing between one side's
 	// write and the other's. Full: bursts of four per side at the same
 	// instants (0-3 ms apart), racing the guard's own writes. Bounded (CI):

@@ -34,7 +34,7 @@ func TestKillDuringStorm(t *testing.T) {
 	var next atomic.Int64
 	next.Store(1)
 	n := newCounts("rounds", "host_invalid", "host_never_written", "host_changed", "storm_writes", "host_temp_files_left")
-	total := rounds(40, 1000)
+	total := rounds(100, 1000)
 	for i := 0; i < total; i++ {
 		strategy := harness.Bind
 		if i%4 == 3 {

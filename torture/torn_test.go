@@ -67,7 +67,7 @@ func (m *monitor) close() { close(m.stop); m.done.Wait() }
 // rounds in all under CAW_TORTURE=full.
 func TestTornWrites(t *testing.T) {
 	bin := cawInit(t)
-	perDir := rounds(150, 5000)
+	perDir := rounds(300, 5000)
 	for _, dir := range []string{"host-to-home", "home-to-host"} {
 		t.Run(dir, func(t *testing.T) {
 			n := tornWrites(t, harness.CawInit(bin), dir == "home-to-host", perDir, 2*time.Millisecond)
