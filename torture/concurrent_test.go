@@ -152,7 +152,7 @@ func TestConcurrentRefreshes(t *testing.T) {
 				wg.Wait()
 				want := next.Load()
 				for _, p := range []string{host.File, c.HomeFile} {
-					if err := waitSeq(p, want, 3*time.Second); err != nil {
+					if err := waitSeq(p, want, time.Second); err != nil {
 						n.add("not_freshest", 1)
 						t.Logf("round %d: %v", i, err)
 					}
