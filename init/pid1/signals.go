@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"slices"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -79,15 +80,19 @@ func rest() []os.Signal {
 // PendingTermination reports the first signal received so far whose default
 // action ends a process. caw-init uses it when no child could be started, to
 // end with 128+N as the signal asked rather than with a start-up error code.
-// It consumes the signals it looks at.
-func (s *Signals) PendingTermination() (syscall.Signal, bool) {
+// A signal the kernel has delivered still takes a hop through the runtime's
+// signal goroutine before it is in the channel, so this waits up to settle
+// for one (a failure path only). It consumes the signals it looks at.
+func (s *Signals) PendingTermination(settle time.Duration) (syscall.Signal, bool) {
+	t := time.NewTimer(settle)
+	defer t.Stop()
 	for {
 		select {
 		case sig := <-s.fwd:
 			if n, ok := sig.(syscall.Signal); ok && terminates(n) {
 				return n, true
 			}
-		default:
+		case <-t.C:
 			return 0, false
 		}
 	}
