@@ -11,9 +11,11 @@
 // token gets the fresher one written back. The guard compares content, never
 // timestamps, so it never reacts to its own writes.
 //
-// Files: home.go is the only code touching the user's home (read it to trust
-// the guard against a hostile user), host.go writes the host side crash-safe,
-// inotify.go is the event source, cred.go the sync rules.
+// Files: home.go is the only code touching the user's home, and holds the
+// descriptor-checked *at primitives (read it to trust the guard against a
+// hostile user; a bind-dir host directory, which the user may be able to
+// write too, uses the same ones); host.go writes the host side crash-safe;
+// inotify.go is the event source; cred.go the sync rules.
 package guard
 
 import (

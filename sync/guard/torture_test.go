@@ -140,7 +140,7 @@ func TestHomeRenameStorm(t *testing.T) {
 	}
 }
 
-// TestHostInPlaceStorm: the host agent rewrites in place (truncate, write)
+// TestTwoSidedStorm: the host agent rewrites in place (truncate, write)
 // while the container agent refreshes by rename: every side ends with the
 // freshest, no side ever moves to an older token.
 func TestTwoSidedStorm(t *testing.T) {
