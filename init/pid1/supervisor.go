@@ -91,9 +91,10 @@ func Start(cfg Config, sigs *Signals) (*Supervisor, error) {
 		cfg.Logf(0, "cannot mark inherited descriptors close-on-exec (%v): the command may inherit them", err)
 	}
 	// syscall.ForkExec rather than exec.Cmd: nothing else may wait for the
-	// child, and os.StartProcess's pidfd set-up costs start-up time for a
-	// handle caw-init would not use. The same stdio descriptors, not
-	// copies: no goroutine sits between the child and its terminal.
+	// child, and os.StartProcess's Process bookkeeping and pidfd probing
+	// cost start-up time; the one pidfd needed is opened below. The same
+	// stdio descriptors, not copies: no goroutine sits between the child
+	// and its terminal.
 	pid, err := syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{
 		Env: cfg.Env, Files: []uintptr{0, 1, 2}, Sys: attr,
 	})
@@ -122,7 +123,7 @@ func controllingTTY(fd int) bool {
 
 func startError(command string, err error) *StartError {
 	code := 126
-	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, exec.ErrDot) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		code = 127
 	}
 	var errno syscall.Errno
@@ -130,6 +131,9 @@ func startError(command string, err error) *StartError {
 		err = errno
 	} else if errors.Is(err, exec.ErrNotFound) {
 		err = errors.New("not in $PATH")
+	} else if errors.Is(err, exec.ErrDot) {
+		// Found only through a relative $PATH entry: not run as root.
+		err = errors.New("found only in a relative $PATH entry; give its absolute path")
 	}
 	return &StartError{Command: command, Code: code, Err: err}
 }
