@@ -115,7 +115,13 @@ func usageError(format string, args ...any) int {
 	return 2
 }
 
+// version is set at release builds: -ldflags "-X main.version=v1.2.3".
+var version string
+
 func buildVersion() string {
+	if version != "" {
+		return version
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
