@@ -574,7 +574,8 @@ func TestDockerStop(t *testing.T) {
 	if code := p.wait(); code != 143 {
 		t.Errorf("exit %d, want 143; stderr:\n%s", code, p.stderr)
 	}
-	if took := time.Since(began); took > 2*time.Second {
+	// Docker kills after 10 s; well inside that, with room for a loaded CI.
+	if took := time.Since(began); took > 5*time.Second {
 		t.Errorf("docker stop took %v", took)
 	}
 }
