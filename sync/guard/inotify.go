@@ -15,12 +15,17 @@ import (
 )
 
 const (
-	// fileMask is for a bind-mounted file: content changes, and ATTRIB,
-	// the only event a host rename leaves on the mounted inode (nlink 0).
-	fileMask = unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_ATTRIB
-	// dirMask is for a directory holding a credential: writes in place,
-	// creations and renames into or out of it, removals.
-	dirMask = unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_ATTRIB | unix.IN_CREATE |
+	// fileMask is for a bind-mounted file: a writer closing it (agents
+	// write the whole file and close; a killed writer's file is closed by
+	// the kernel), and ATTRIB, the only event a host rename leaves on the
+	// mounted inode (nlink 0). IN_MODIFY is left out on purpose: it fires
+	// for the truncate before every in-place write and for each write call,
+	// waking every guard of a shared file to read content that is not
+	// complete yet; the close follows the last write by microseconds.
+	fileMask = unix.IN_CLOSE_WRITE | unix.IN_ATTRIB
+	// dirMask is for a directory holding a credential: in-place writes
+	// (close), creations and renames into or out of it, removals.
+	dirMask = unix.IN_CLOSE_WRITE | unix.IN_ATTRIB | unix.IN_CREATE |
 		unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE | unix.IN_ONLYDIR | unix.IN_EXCL_UNLINK
 )
 
