@@ -512,3 +512,26 @@ func TestLogoutsAreRespected(t *testing.T) {
 	}
 	assertContent(t, hostFile, claudeTok(2))
 }
+
+// TestNoHome: a user without a home (HOME=/) gets one line and no sync;
+// nothing is written into /.
+func TestNoHome(t *testing.T) {
+	f := newFx(t)
+	f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	cfg := f.cfg()
+	cfg.Home = "/"
+	g, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if f.log.count(0, "no home directory") != 1 {
+		t.Fatalf("want one line, got:\n%s", f.log)
+	}
+	if _, err := os.Lstat("/.claude/.credentials.json"); err == nil {
+		t.Fatal("the guard wrote into /")
+	}
+	if err := g.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
