@@ -192,6 +192,7 @@ shift 4; exec "$@"`
 		return err
 	}
 	if err := c.cmd.Start(); err != nil {
+		c.cmd = nil
 		return fmt.Errorf("start unshare (util-linux): %w", err)
 	}
 	c.waitErr = make(chan error, 1)
@@ -264,6 +265,11 @@ func (c *Container) Stop(sig syscall.Signal, timeout time.Duration) error {
 	if c.cmd == nil {
 		return nil
 	}
+	if c.pid <= 0 {
+		// Never kill(0) or kill(-1): that would signal our own group.
+		c.Kill()
+		return errors.New("guard was not running")
+	}
 	_ = syscall.Kill(c.pid, sig)
 	select {
 	case err := <-c.waitErr:
@@ -277,7 +283,8 @@ func (c *Container) Stop(sig syscall.Signal, timeout time.Duration) error {
 
 // Kill SIGKILLs the guard, which ends its whole PID namespace, and waits.
 func (c *Container) Kill() {
-	if c.cmd == nil {
+	if c.cmd == nil || c.cmd.Process == nil {
+		c.cmd = nil
 		return
 	}
 	if c.pid > 0 {
