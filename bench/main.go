@@ -5,8 +5,10 @@
 // floor), fan-out to 64 guards, an idle caw-init's CPU, memory and wake-ups,
 // and binary sizes. Every row is measured in the same run as its peers.
 //
-//	go run ./bench            # the full run docs/FIGURES.md quotes (a few minutes)
-//	go run ./bench --quick    # the same rows, smaller counts (under a minute)
+//	go run ./bench                  # the full run docs/FIGURES.md quotes (about 4 minutes)
+//	go run ./bench --quick          # the same rows, smaller counts (under a minute)
+//	go run ./bench --only sync,idle # some rows: start,reap,sync,fanout,idle,size
+//	go run ./bench --caw-init bin/caw-init   # measure a given binary instead of building one
 //
 // It needs root (namespaces and bind mounts), util-linux's unshare, Debian's
 // busybox-static, and for the peers tini, dumb-init and inotify-tools; a
