@@ -19,7 +19,7 @@ func TestJourneyID(t *testing.T) {
 	h := newHome(t, s, 4242, 4242, 0o640)
 	h.setup(t)
 	script := fmt.Sprintf(`docker run --rm $(%s docker-flags --auth-dir %s) %s `+
-		`sh -c 'id; echo HOME=$HOME; fake-agent show --agent claude; fake-agent show --agent codex; ls -ln $HOME/.claude/.credentials.json $HOME/.codex/auth.json'`,
+		`sh -c 'id; echo HOME=$HOME; fake-agent show --agent claude; fake-agent show --agent codex; ls -ln $HOME/.claude/.credentials.json $HOME/.codex/auth.json; cat $HOME/.claude.json $HOME/.codex/config.toml'`,
 		s.caw, h.auth, s.testImage)
 	r := run(t, 2*time.Minute, "bash", "-c", script)
 	t.Logf("$ %s\n%s", script, r)
@@ -31,6 +31,11 @@ func TestJourneyID(t *testing.T) {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q", want)
 		}
+	}
+	// The configs arrive cleaned: the host's project paths are gone, the
+	// container home is Claude's one project.
+	if strings.Contains(r.stdout, "/home/alice/src") || !strings.Contains(r.stdout, `"`+home+`"`) || !strings.Contains(r.stdout, "model = 'o4'") {
+		t.Errorf("configs not copied cleaned (want no /home/alice/src, a %q project, codex's model kept)", home)
 	}
 	// The home copies belong to the user who runs the agent, private.
 	re := regexp.MustCompile(`(?m)^-rw------- +1 +1000 +1000 .*(\.credentials\.json|auth\.json)$`)
