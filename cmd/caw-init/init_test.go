@@ -515,6 +515,51 @@ func TestNotRoot(t *testing.T) {
 	}
 }
 
+// TestManifestUnreadable: started without root (docker run --user 1000) on a
+// staging dir only root can read, caw-init exits 2 with one line naming the
+// file, the uid and the fix, and starts no child; --no-sync still runs.
+func TestManifestUnreadable(t *testing.T) {
+	root := newRootfs(t, rootfsOpts{})
+	auth := filepath.Join(root, "tmp/caw_auth")
+	must(t, os.MkdirAll(auth, 0o755))
+	m := &manifest.Manifest{
+		Version: manifest.Version, CreatedAt: "2026-01-01T00:00:00Z", HostHome: "/home/host",
+		ContainerHome: "/home/playground", MountPoint: manifest.DefaultMountPoint, User: "playground",
+		Agents: map[string]manifest.Agent{},
+	}
+	data, err := m.Marshal()
+	must(t, err)
+	mf := filepath.Join(auth, manifest.FileName)
+	must(t, os.WriteFile(mf, data, 0o644))
+	for _, tc := range []struct {
+		name           string
+		dirMode, fMode os.FileMode
+	}{
+		{"dir-root-only", 0o700, 0o644},
+		{"file-root-only", 0o755, 0o600},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			must(t, os.Chmod(auth, tc.dirMode))
+			must(t, os.Chmod(mf, tc.fMode))
+			r := launch{root: root, as: "1000:1000", args: []string{"--", "sh", "-c", "echo ran"}}
+			code, out, stderr := runInit(t, r)
+			want := "caw-init: cannot read /tmp/caw_auth/manifest.json as uid 1000 (permission denied): run caw setup as the user the container runs as, or start the container as root"
+			if code != 2 || out != "" || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, want) {
+				t.Errorf("exit %d stdout %q stderr %q: want 2, no child, one line starting %q", code, out, stderr, want)
+			}
+			r.args = []string{"--no-sync", "--", "sh", "-c", "echo ran"}
+			if code, out, stderr := runInit(t, r); code != 0 || out != "ran\n" {
+				t.Errorf("--no-sync: exit %d stdout %q stderr %q", code, out, stderr)
+			}
+		})
+	}
+	// Root reads it whatever the modes (the manifest's user is then used).
+	code, out, stderr := runInit(t, launch{root: root, args: []string{"--", "id", "-u"}})
+	if code != 0 || out != "1000\n" {
+		t.Errorf("as root: exit %d stdout %q stderr %q, want 0 and the manifest's user 1000", code, out, stderr)
+	}
+}
+
 // TestLeftovers: when the main child exits, leftovers get SIGTERM; one that
 // ignores it gets SIGKILL after --grace; caw-init then exits with the main
 // child's code. With nothing that ignores SIGTERM, no grace is waited.
