@@ -48,9 +48,10 @@ func helperReap(args []string) error {
 		return err
 	}
 	// kill(-1) below must only ever reach this namespace's orphans: refuse
-	// to run anywhere but as the first child of a fresh PID namespace.
-	if os.Getpid() != 2 || procs() > 2 {
-		return fmt.Errorf("must run as pid 2 of a new PID namespace (unshare -p -f --mount-proc INIT -- ...), not as pid %d", os.Getpid())
+	// to run anywhere but as the only child of the init of a fresh PID
+	// namespace (its /proc lists the init and this process, nothing else).
+	if os.Getppid() != 1 || procs() != 2 {
+		return fmt.Errorf("must run as the only child of PID 1 in a new PID namespace (unshare -p -f --mount-proc INIT -- ...); here the parent is %d and /proc lists %d processes", os.Getppid(), procs())
 	}
 	storm := exec.Command(args[1], "sh", "-c", `i=0; while [ $i -lt $1 ]; do sleep 100000 & i=$((i+1)); done`, "sh", args[0])
 	storm.Stderr = os.Stderr
