@@ -35,10 +35,6 @@ import (
 // inside Docker's 10 s even if the host side is slow.
 const flushTimeout = 5 * time.Second
 
-// settleSignals is how long a start-up failure waits for a signal already
-// sent to caw-init to come through the Go runtime.
-const settleSignals = 5 * time.Millisecond
-
 func main() {
 	os.Exit(run())
 }
@@ -55,7 +51,7 @@ func run() int {
 	fail := func(code int, format string, args ...any) int {
 		// A terminating signal that came while starting ends caw-init as
 		// it would have ended the child.
-		if sig, ok := sigs.PendingTermination(settleSignals); ok {
+		if sig, ok := sigs.PendingTermination(); ok {
 			logf(1, "exiting with %d: signal %d received during start-up", 128+int(sig), int(sig))
 			return 128 + int(sig)
 		}

@@ -80,11 +80,26 @@ func rest() []os.Signal {
 // PendingTermination reports the first signal received so far whose default
 // action ends a process. caw-init uses it when no child could be started, to
 // end with 128+N as the signal asked rather than with a start-up error code.
+// It consumes the signals it looks at. Call it only before the child is
+// started (captureRest must not have run: the marker is one of rest).
+//
 // A signal the kernel has delivered still takes a hop through the runtime's
-// signal goroutine before it is in the channel, so this waits up to settle
-// for one (a failure path only). It consumes the signals it looks at.
-func (s *Signals) PendingTermination(settle time.Duration) (syscall.Signal, bool) {
-	t := time.NewTimer(settle)
+// signal thread and the os/signal goroutine before it is in the channel, and
+// on a loaded machine that hop takes many milliseconds, so no fixed wait is
+// enough. Instead caw-init sends itself a marker signal and waits for it:
+// the kernel hands a thread the lowest pending signal first, and the runtime
+// passes signals on in order (a snapshot at a time, lowest number first), so
+// by the time the marker, the highest signal number, comes out, every signal
+// received before it is in the channel. markerWait only bounds a marker that
+// never comes.
+func (s *Signals) PendingTermination() (syscall.Signal, bool) {
+	marker := make(chan os.Signal, 1)
+	signal.Notify(marker, sigMarker)
+	defer signal.Stop(marker)
+	if err := syscall.Kill(os.Getpid(), sigMarker); err != nil {
+		marker <- sigMarker // cannot happen; look at what is there already
+	}
+	t := time.NewTimer(markerWait)
 	defer t.Stop()
 	for {
 		select {
@@ -92,11 +107,29 @@ func (s *Signals) PendingTermination(settle time.Duration) (syscall.Signal, bool
 			if n, ok := sig.(syscall.Signal); ok && terminates(n) {
 				return n, true
 			}
+		case <-marker:
+			for {
+				select {
+				case sig := <-s.fwd:
+					if n, ok := sig.(syscall.Signal); ok && terminates(n) {
+						return n, true
+					}
+				default:
+					return 0, false
+				}
+			}
 		case <-t.C:
 			return 0, false
 		}
 	}
 }
+
+// sigMarker is SIGRTMAX, which nobody sends to an init in practice and which
+// the runtime ignores until registered.
+const sigMarker = syscall.Signal(64)
+
+// markerWait bounds PendingTermination's wait for its own marker signal.
+const markerWait = 5 * time.Second
 
 // terminates reports whether the default action of n ends the process.
 func terminates(n syscall.Signal) bool {
