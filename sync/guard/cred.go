@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/manifest"
+	"golang.org/x/sys/unix"
 )
 
 // side is one end of a synced credential.
@@ -50,9 +52,16 @@ type cred struct {
 	// the guard last read or wrote it: an event whose content matches is the
 	// guard's own write or no change, and is ignored. Content, never
 	// timestamps.
-	seen       [2][32]byte
-	hostDead   bool
-	hostRO     bool
+	seen     [2][32]byte
+	hostDead bool
+	hostRO   bool
+	// readFailed marks a side whose last read failed (EACCES for a guard
+	// without root, a foreign owner...): a chmod or chown on it, which
+	// only raises ATTRIB, may make it readable, so ATTRIB re-reads it.
+	readFailed [2]bool
+	// owedRO: a write to the host was skipped because it was not
+	// writable; a chmod or chown there retries it.
+	owedRO     bool
 	writeBacks [2][]time.Time
 	leftAlone  [2]bool
 	said       map[string]bool
@@ -112,6 +121,7 @@ func (c *cred) read(s side) view {
 		data, err = c.host.read()
 	}
 	v := view{data: data}
+	c.readFailed[s] = err != nil && !errors.Is(err, fs.ErrNotExist)
 	var hostile *hostileError
 	switch {
 	case err == nil:
@@ -354,6 +364,7 @@ func (c *cred) stop() {
 // it was read (errChanged: decide again).
 func (c *cred) write(dst side, src, cur view) error {
 	if dst == host && (c.hostDead || c.hostRO) {
+		c.owedRO = c.hostRO
 		return nil
 	}
 	still := func(now []byte, err error) bool {
@@ -384,8 +395,13 @@ func (c *cred) write(dst side, src, cur view) error {
 		c.hostDead = true
 		c.reportDead()
 	case errors.Is(err, errReadOnly):
-		c.hostRO = true
-		c.once("ro", 0, "%s: the host file is read-only (%v); container refreshes will not reach the host (mount it :rw)", c.name(), err)
+		c.hostRO, c.owedRO = true, true
+		if errors.Is(err, unix.EROFS) {
+			c.once("ro", 0, "%s: the host file is read-only (%v); container refreshes will not reach the host (mount it :rw)", c.name(), err)
+		} else {
+			c.once("ro", 0, "%s: the host file is not writable by the guard (uid %d): %v; container refreshes will not reach the host until its owner or mode lets uid %d write it",
+				c.name(), os.Geteuid(), err, os.Geteuid())
+		}
 	default:
 		c.once("write "+err.Error(), 0, "%s: %v", c.name(), err)
 	}
@@ -397,6 +413,27 @@ func other(s side) side { return 1 - s }
 func (c *cred) reportDead() {
 	c.once("dead", 0, "%s: the host replaced its file by rename, so this container's mount no longer reaches it; refreshes here stay here (fix: caw setup --strategy %s=bind-dir, then restart the container)",
 		c.name(), c.e.Agent)
+}
+
+// attrChanged handles an event that only changed attributes (chmod, chown,
+// link count) of side s. It costs nothing unless s has a failure a new
+// owner or mode may fix: a read that failed is retried, and so is a host
+// write refused as not writable.
+func (c *cred) attrChanged(s side) {
+	switch {
+	case c.readFailed[s]:
+		c.sync(s, onEvent)
+		if !c.readFailed[s] {
+			c.g.logf(1, "%s: the %s side is readable again", c.name(), s)
+		}
+	case s == host && c.hostRO && !c.hostDead:
+		c.hostRO = false
+		if c.owedRO {
+			c.owedRO = false
+			c.pending[host] = true
+			c.sync(anySide, onEvent)
+		}
+	}
 }
 
 // checkDead looks for the host rename that detaches a file bind mount (the

@@ -174,7 +174,14 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 		mask = dirMask
 	}
 	if _, err := g.in.add(hp, mask, target{c, host, name}); err != nil {
-		g.logf(0, "%s: not synced: %v", c.name(), err)
+		if errors.Is(err, unix.EACCES) {
+			// inotify needs read permission, as a guard started without
+			// root (docker run --user) may lack on the host's file.
+			g.logf(0, "%s: not synced: the guard runs as uid %d, which cannot read %s (make the host file readable by uid %d, e.g. chown it on the host, then restart the container)",
+				c.name(), os.Geteuid(), hp, os.Geteuid())
+		} else {
+			g.logf(0, "%s: not synced: %v", c.name(), err)
+		}
 		c.host.close()
 		return nil
 	}
@@ -228,9 +235,12 @@ func (g *Guard) handle(batch []dirty) {
 		if d.t.side == home && d.mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
 			g.rewatchHome(c)
 		}
-		// ATTRIB alone (chmod, chown, link count) changes no content.
-		if d.mask&^uint32(unix.IN_ATTRIB) != 0 {
+		if d.mask&^uint32(unix.IN_ATTRIB|unix.IN_ISDIR) != 0 {
 			c.sync(d.t.side, onEvent)
+		} else {
+			// ATTRIB alone (chmod, chown, link count) changes no content,
+			// but may end a failure to read or write the side.
+			c.attrChanged(d.t.side)
 		}
 		c.mu.Unlock()
 	}

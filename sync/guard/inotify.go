@@ -150,7 +150,9 @@ func (in *inotify) run(handle func([]dirty), overflow func()) {
 				continue
 			}
 			for _, t := range in.wd[ev.Wd] {
-				if t.name != "" && t.name != name && ev.Mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) == 0 {
+				// A directory's own events count too: its removal, and a
+				// chmod or chown of it (which may let the guard write in it).
+				if t.name != "" && t.name != name && (name != "" || ev.Mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED|unix.IN_ATTRIB) == 0) {
 					continue
 				}
 				batch = merge(batch, t, ev.Mask)
