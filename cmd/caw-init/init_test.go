@@ -564,9 +564,14 @@ func TestManifestUnreadable(t *testing.T) {
 // ignores it gets SIGKILL after --grace; caw-init then exits with the main
 // child's code. With nothing that ignores SIGTERM, no grace is waited.
 func TestLeftovers(t *testing.T) {
-	stubborn := `sh -c 'trap "echo stubborn got TERM" TERM; echo stubborn ready; while :; do sleep 1; done' &
+	// Each leftover forks its sleep before setting its trap: a child forked
+	// after the trap runs ash's handler until it execs, so a SIGTERM landing
+	// in that window would be swallowed and the sleep outlive the grace.
+	// The trap runs at once in the wait builtin (not after a foreground
+	// sleep), so "got TERM" is printed well inside the grace.
+	stubborn := `sh -c 'sleep 1000 & p=$!; trap "echo stubborn got TERM" TERM; echo stubborn ready; while :; do wait $p; kill -0 $p 2>/dev/null || { sleep 1000 & p=$!; }; done' &
 `
-	polite := `sh -c 'trap "echo polite got TERM; exit 0" TERM; sleep 1000 & p=$!; echo polite ready; wait $p' &
+	polite := `sh -c 'sleep 1000 & p=$!; trap "echo polite got TERM; exit 0" TERM; echo polite ready; wait $p' &
 `
 	t.Run("grace-then-kill", func(t *testing.T) {
 		p := start(t, inRoot(t, "-v", "--grace", "700ms", "--", "sh", "-c", stubborn+polite+"read x; exit 5"))
