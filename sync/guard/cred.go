@@ -78,9 +78,10 @@ type cred struct {
 
 // view is one side's content as read, classified.
 type view struct {
-	data []byte
-	st   agents.Status
-	sum  [32]byte
+	data       []byte
+	st         agents.Status
+	sum        [32]byte
+	classified bool // st is set
 }
 
 func (c *cred) name() string { return c.e.Agent + " credential " + c.e.ContainerTarget }
@@ -113,6 +114,24 @@ func (c *cred) once(key string, level int, format string, args ...any) {
 }
 
 func (c *cred) read(s side) view {
+	v := c.readRaw(s)
+	c.classify(&v)
+	return v
+}
+
+// classify sets the status of content readRaw read (it is already set for
+// content that could not be read).
+func (c *cred) classify(v *view) {
+	if !v.classified {
+		v.st = agents.Classify(c.format, v.data, time.Now())
+		v.classified = true
+	}
+}
+
+// readRaw reads side s and hashes its content, leaving the classification
+// (a JSON decode) to classify: the guard's own writes echo back as events
+// whose content it only needs to recognise.
+func (c *cred) readRaw(s side) view {
 	var data []byte
 	var err error
 	if s == home {
@@ -125,7 +144,6 @@ func (c *cred) read(s side) view {
 	var hostile *hostileError
 	switch {
 	case err == nil:
-		v.st = agents.Classify(c.format, data, time.Now())
 		v.sum = sha256.Sum256(trimJSON(data))
 		return v
 	case errors.Is(err, fs.ErrNotExist):
@@ -137,6 +155,7 @@ func (c *cred) read(s side) view {
 		c.once("read "+err.Error(), 1, "%s: cannot read the %s side: %v", c.name(), s, err)
 		v.st = agents.Status{State: agents.Invalid}
 	}
+	v.classified = true
 	// Unreadable content must never match real content.
 	v.sum = sha256.Sum256([]byte("\x00" + v.st.State.String()))
 	return v
@@ -204,10 +223,11 @@ func (c *cred) syncOnce(trigger side, m mode) error {
 		// Most events are the guard's own writes echoing back, or a writer
 		// truncating before it writes: one read of the side that moved
 		// settles them, without reading the other side.
-		v[trigger], have[trigger] = c.read(trigger), true
+		v[trigger], have[trigger] = c.readRaw(trigger), true
 		if v[trigger].sum == c.seen[trigger] {
 			return nil
 		}
+		c.classify(&v[trigger])
 		if !v[trigger].st.State.Usable() {
 			// Nothing to propagate from it, and nothing to write to it
 			// (it is mid-write, or its own deliberate logout).

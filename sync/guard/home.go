@@ -230,6 +230,13 @@ func readAllFD(fd int, size int64) ([]byte, error) {
 			return buf, nil
 		}
 		buf = buf[:len(buf)+n]
+		if int64(len(buf)) == size && len(buf) < cap(buf) {
+			// Exactly the size fstat gave, with room for more: a regular
+			// file had no more at that instant, so the read that would
+			// return 0 is skipped. A file growing under the read is a
+			// writer at work whose close brings another event.
+			return buf, nil
+		}
 	}
 }
 
