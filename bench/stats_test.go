@@ -84,12 +84,13 @@ func TestTableAlignsColumns(t *testing.T) {
 	tb.Add(Row{Measure: "sync", Subject: "caw-init", N: "1000", Median: "842 µs", P99: "1.27 ms", Ratio: "0.12x shell", Goal: verdict("p99 < 2 ms", true)},
 		Row{Subject: "shell guard", N: "1000", Median: "10.8 ms", P99: "15.0 ms", Ratio: "1.00x shell", Goal: verdict("x", false)})
 	tb.Note("a note %d", 7)
+	tb.Add(Row{Subject: "broken", Goal: "FAILED: first line\nsecond line\n"})
 	var b strings.Builder
 	if err := tb.Write(&b); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
-	if len(lines) != 6 || lines[0] != "title" || lines[5] != "* a note 7" {
+	if len(lines) != 7 || lines[0] != "title" || lines[6] != "* a note 7" || !strings.HasSuffix(lines[5], "FAILED: first line second line") {
 		t.Fatalf("unexpected layout:\n%s", b.String())
 	}
 	// The medians are right-aligned: they end in the same rune column, µ

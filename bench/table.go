@@ -31,7 +31,15 @@ var header = Row{Measure: "measure", Subject: "subject", N: "n", Median: "median
 // lines up) and the notes below it.
 func (t *Table) Write(w io.Writer) error {
 	rows := append([]Row{header}, t.Rows...)
-	cols := func(r Row) []string { return []string{r.Measure, r.Subject, r.N, r.Median, r.P99, r.Ratio, r.Goal} }
+	// One line per row: an error's own newlines must not break the table.
+	flat := strings.NewReplacer("\r", " ", "\n", " ")
+	cols := func(r Row) []string {
+		c := []string{r.Measure, r.Subject, r.N, r.Median, r.P99, r.Ratio, r.Goal}
+		for i := range c {
+			c[i] = strings.TrimSpace(flat.Replace(c[i]))
+		}
+		return c
+	}
 	width := make([]int, 7)
 	for _, r := range rows {
 		for i, c := range cols(r) {
