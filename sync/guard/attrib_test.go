@@ -24,9 +24,9 @@ import (
 	"github.com/caw-dev/caw/manifest"
 )
 
-// userGuard runs the test binary as a guard helper with the container
-// user's uid and gid. Stopping it (at cleanup) flushes and closes it.
-type userGuard struct {
+// procGuard is the test binary running as a guard helper, a guard in a
+// process of its own. Stopping it (at cleanup) flushes and closes it.
+type procGuard struct {
 	stdin    io.WriteCloser
 	stderr   bytes.Buffer // read only once stopped
 	cmd      *exec.Cmd
@@ -34,7 +34,7 @@ type userGuard struct {
 }
 
 // stop flushes and stops the guard, and returns what it logged.
-func (g *userGuard) stop(t testing.TB) string {
+func (g *procGuard) stop(t testing.TB) string {
 	g.stopOnce.Do(func() {
 		g.stdin.Close()
 		done := make(chan error, 1)
@@ -53,21 +53,29 @@ func (g *userGuard) stop(t testing.TB) string {
 	return g.stderr.String()
 }
 
-func (f *fx) startAsUser() *userGuard {
+func (f *fx) startAsUser() *procGuard { return f.startProc(true) }
+
+// startProc runs the test binary as a guard helper for f, as root or (asUser)
+// as the container user.
+func (f *fx) startProc(asUser bool) *procGuard {
 	f.t.Helper()
-	// The helper must reach the test binary and f.dir without root: copy
-	// the binary out of the build cache (0700), open f.dir's parent.
-	if err := os.Chmod(filepath.Dir(f.dir), 0o755); err != nil {
-		f.t.Fatal(err)
-	}
-	bin := filepath.Join(f.dir, "bin", "guard.test")
-	mkdir(f.t, filepath.Dir(bin), 0, 0)
-	self, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		f.t.Fatal(err)
+	bin := os.Args[0]
+	if asUser {
+		// The helper must reach the test binary and f.dir without root:
+		// copy the binary out of the build cache (0700), open f.dir's
+		// parent.
+		if err := os.Chmod(filepath.Dir(f.dir), 0o755); err != nil {
+			f.t.Fatal(err)
+		}
+		bin = filepath.Join(f.dir, "bin", "guard.test")
+		mkdir(f.t, filepath.Dir(bin), 0, 0)
+		self, err := os.ReadFile(os.Args[0])
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if err := os.WriteFile(bin, self, 0o755); err != nil {
+			f.t.Fatal(err)
+		}
 	}
 	mdir := filepath.Join(f.dir, "manifest")
 	mkdir(f.t, mdir, 0, 0)
@@ -82,11 +90,11 @@ func (f *fx) startAsUser() *userGuard {
 		f.t.Fatal(err)
 	}
 	spec, _ := json.Marshal(helperSpec{Auth: f.auth, Home: f.home, ManifestDir: mdir})
-	g := &userGuard{cmd: exec.Command(bin)}
+	g := &procGuard{cmd: exec.Command(bin)}
 	g.cmd.Env = append(os.Environ(), helperEnv+"="+string(spec))
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: userUID, Gid: userGID},
-		Pdeathsig:  syscall.SIGKILL,
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if asUser {
+		g.cmd.SysProcAttr.Credential = &syscall.Credential{Uid: userUID, Gid: userGID}
 	}
 	g.cmd.Stderr = &g.stderr
 	g.stdin, _ = g.cmd.StdinPipe()
@@ -104,7 +112,7 @@ func (f *fx) startAsUser() *userGuard {
 	select {
 	case line := <-ready:
 		if line != "ready\n" {
-			f.t.Fatalf("guard helper as uid %d did not start (%q)", userUID, line)
+			f.t.Fatalf("guard helper did not start (%q)", line)
 		}
 	case <-time.After(10 * time.Second):
 		f.t.Fatal("guard helper did not start")

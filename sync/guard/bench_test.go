@@ -97,7 +97,10 @@ func percentiles(b *testing.B, d []time.Duration) {
 }
 
 // BenchmarkFanout64: 64 guards (containers) share one host file; latency
-// from an in-place host write until all 64 home copies hold it.
+// from an in-place host write until all 64 home copies hold it. Each guard
+// runs in a process of its own, as caw-init does in each container (the
+// guard blocks a thread in poll(2), which 64 guards in one process would
+// multiply).
 //
 //	go test -run '^$' -bench Fanout -benchtime 200x ./sync/guard/
 func BenchmarkFanout64(b *testing.B) {
@@ -116,7 +119,7 @@ func BenchmarkFanout64(b *testing.B) {
 		f.placeholder(src)
 		mount(b, hostFile, filepath.Join(f.auth, src))
 		f.entry("claude", manifestFile(src, ".claude/.credentials.json", "credential", "bind", "0600"))
-		f.start()
+		f.startProc(false)
 		homes = append(homes, f.homePath(".claude/.credentials.json"))
 		unix.InotifyAddWatch(fd, filepath.Dir(homes[len(homes)-1]), unix.IN_MOVED_TO)
 	}

@@ -284,6 +284,8 @@ func (g *Guard) stopWatching() {
 		g.in.close()
 		if g.done != nil {
 			<-g.done
+		} else {
+			g.in.release()
 		}
 	})
 }
