@@ -2,6 +2,7 @@ package agents
 
 import (
 	"io/fs"
+	"path"
 	"path/filepath"
 	"sort"
 )
@@ -55,11 +56,31 @@ type FileSpec struct {
 	// file>, so the directory mount target is SrcDir.
 	Src    string
 	SrcDir string
+	// LockDir (credentials only) holds the credential's mount target in the
+	// locked layout, caw setup's default: staging keeps it mode 0400, so a
+	// container user cannot traverse it to the mounted host file even with
+	// the host user's uid (the read-only staging mount stops it from
+	// chmodding the directory back), while root's guard can.
+	LockDir string
 	// Mode is the mode the file gets in the container.
 	Mode fs.FileMode
 	// Clean turns a host config into the container's; nil copies it as is.
 	// Configs only.
 	Clean func(data []byte, opts CleanOptions) ([]byte, error)
+}
+
+// MountTarget is the staging-relative path Docker mounts a credential onto:
+// Src for a file mount, SrcDir for a directory mount (dir), each moved into
+// LockDir when locked.
+func (f FileSpec) MountTarget(dir, locked bool) string {
+	t := f.Src
+	if dir {
+		t = f.SrcDir
+	}
+	if locked {
+		t = path.Join(f.LockDir, path.Base(t))
+	}
+	return t
 }
 
 // Agent is one supported coding agent.
@@ -81,7 +102,7 @@ var table = []Agent{
 			Locate: func(e Env) string {
 				return filepath.Join(e.dirFromEnv("CLAUDE_CONFIG_DIR", ".claude"), ".credentials.json")
 			},
-			Target: ".claude/.credentials.json", Src: "claude/credentials.json", SrcDir: "claude/config-dir", Mode: 0o600,
+			Target: ".claude/.credentials.json", Src: "claude/credentials.json", SrcDir: "claude/config-dir", LockDir: "claude/mnt", Mode: 0o600,
 		},
 		Configs: []FileSpec{{
 			Locate: func(e Env) string {
@@ -97,7 +118,7 @@ var table = []Agent{
 		Name: "codex", Strategy: "bind", Format: "codex",
 		Credential: FileSpec{
 			Locate: func(e Env) string { return filepath.Join(e.dirFromEnv("CODEX_HOME", ".codex"), "auth.json") },
-			Target: ".codex/auth.json", Src: "codex/auth.json", SrcDir: "codex/home", Mode: 0o600,
+			Target: ".codex/auth.json", Src: "codex/auth.json", SrcDir: "codex/home", LockDir: "codex/mnt", Mode: 0o600,
 		},
 		Configs: []FileSpec{{
 			Locate: func(e Env) string { return filepath.Join(e.dirFromEnv("CODEX_HOME", ".codex"), "config.toml") },
@@ -108,7 +129,7 @@ var table = []Agent{
 		Name: "gemini", Strategy: "bind", Format: "gemini",
 		Credential: FileSpec{
 			Locate: func(e Env) string { return filepath.Join(e.geminiDir(), "oauth_creds.json") },
-			Target: ".gemini/oauth_creds.json", Src: "gemini/oauth_creds.json", SrcDir: "gemini/dir", Mode: 0o600,
+			Target: ".gemini/oauth_creds.json", Src: "gemini/oauth_creds.json", SrcDir: "gemini/dir", LockDir: "gemini/mnt", Mode: 0o600,
 		},
 		Configs: []FileSpec{
 			{
@@ -127,7 +148,7 @@ var table = []Agent{
 			Locate: func(e Env) string {
 				return filepath.Join(e.dirFromEnv("XDG_DATA_HOME", ".local/share"), "opencode", "auth.json")
 			},
-			Target: ".local/share/opencode/auth.json", Src: "opencode/auth.json", SrcDir: "opencode/dir", Mode: 0o600,
+			Target: ".local/share/opencode/auth.json", Src: "opencode/auth.json", SrcDir: "opencode/dir", LockDir: "opencode/mnt", Mode: 0o600,
 		},
 	},
 }
