@@ -118,11 +118,12 @@ func TestBindDirBothWays(t *testing.T) {
 	writeOwned(t, homeFile, claudeTok(5), userUID, userGID, 0o600)
 	waitContent(t, hostFile, claudeTok(5))
 	assertOwner(t, hostFile, hostUID, hostGID, 0o640)
-	// No temp file left behind on the host.
-	names, _ := os.ReadDir(filepath.Dir(hostFile))
-	if len(names) != 1 {
-		t.Fatalf("host dir holds %d entries, want 1", len(names))
-	}
+	// No temp file left behind on the host. The file displaced by the swap
+	// is removed just after it, so that may take a moment.
+	waitFor(t, "the host dir to hold only the credential", func() bool {
+		names, _ := os.ReadDir(filepath.Dir(hostFile))
+		return len(names) == 1
+	}, filepath.Dir(hostFile))
 }
 
 // TestUnusableNeverWins: a logged-out stub, invalid JSON, an empty file and
