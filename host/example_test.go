@@ -104,7 +104,7 @@ func ExampleDockerFlags() {
 	//   "-v",
 	//   "$AUTH:/tmp/caw_auth:ro",
 	//   "-v",
-	//   "$HOME/.codex/auth.json:/tmp/caw_auth/codex/auth.json:rw"
+	//   "$HOME/.codex/auth.json:/tmp/caw_auth/codex/mnt/auth.json:rw"
 	// ]
 }
 

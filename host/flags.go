@@ -65,9 +65,8 @@ func DockerFlags(authDir string) ([]Mount, error) {
 		}
 		// The placeholder must exist: a read-only staging mount gives Docker
 		// no way to create it.
-		target := filepath.Join(authDir, filepath.FromSlash(e.MountSrc()))
-		if fi, err := os.Lstat(target); err != nil || fi.IsDir() != wantDir || fi.Mode()&fs.ModeSymlink != 0 {
-			return nil, fmt.Errorf("%s: the mount target %s is missing or of the wrong type in staging (re-run caw setup)", e.Agent, target)
+		if err := checkMountTarget(authDir, e.Agent, e.MountSrc(), wantDir); err != nil {
+			return nil, err
 		}
 		out = append(out, Mount{Source: src, Target: path.Join(mp, e.MountSrc())})
 	}

@@ -19,10 +19,10 @@ func TestDockerFlagsRender(t *testing.T) {
 	}
 	want := []Mount{
 		{Source: dir, Target: "/tmp/caw_auth", ReadOnly: true},
-		{Source: filepath.Join(home, ".claude"), Target: "/tmp/caw_auth/claude/config-dir"},
-		{Source: filepath.Join(home, ".codex/auth.json"), Target: "/tmp/caw_auth/codex/auth.json"},
-		{Source: filepath.Join(home, ".gemini/oauth_creds.json"), Target: "/tmp/caw_auth/gemini/oauth_creds.json"},
-		{Source: filepath.Join(home, ".local/share/opencode/auth.json"), Target: "/tmp/caw_auth/opencode/auth.json"},
+		{Source: filepath.Join(home, ".claude"), Target: "/tmp/caw_auth/claude/mnt/config-dir"},
+		{Source: filepath.Join(home, ".codex/auth.json"), Target: "/tmp/caw_auth/codex/mnt/auth.json"},
+		{Source: filepath.Join(home, ".gemini/oauth_creds.json"), Target: "/tmp/caw_auth/gemini/mnt/oauth_creds.json"},
+		{Source: filepath.Join(home, ".local/share/opencode/auth.json"), Target: "/tmp/caw_auth/opencode/mnt/auth.json"},
 	}
 	if !reflect.DeepEqual(mounts, want) {
 		t.Fatalf("mounts:\n%+v\nwant\n%+v", mounts, want)
@@ -33,8 +33,8 @@ func TestDockerFlagsRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := H("-v $D:/tmp/caw_auth:ro\n-v $H/.claude:/tmp/caw_auth/claude/config-dir:rw\n-v $H/.codex/auth.json:/tmp/caw_auth/codex/auth.json:rw\n" +
-		"-v $H/.gemini/oauth_creds.json:/tmp/caw_auth/gemini/oauth_creds.json:rw\n-v $H/.local/share/opencode/auth.json:/tmp/caw_auth/opencode/auth.json:rw\n"); shell != want {
+	if want := H("-v $D:/tmp/caw_auth:ro\n-v $H/.claude:/tmp/caw_auth/claude/mnt/config-dir:rw\n-v $H/.codex/auth.json:/tmp/caw_auth/codex/mnt/auth.json:rw\n" +
+		"-v $H/.gemini/oauth_creds.json:/tmp/caw_auth/gemini/mnt/oauth_creds.json:rw\n-v $H/.local/share/opencode/auth.json:/tmp/caw_auth/opencode/mnt/auth.json:rw\n"); shell != want {
 		t.Errorf("shell:\n%s\nwant\n%s", shell, want)
 	}
 	js, err := Render(mounts, FormatJSON)
@@ -45,7 +45,7 @@ func TestDockerFlagsRender(t *testing.T) {
 	if err := json.Unmarshal([]byte(js), &argv); err != nil {
 		t.Fatal(err)
 	}
-	if len(argv) != 10 || argv[0] != "-v" || argv[1] != dir+":/tmp/caw_auth:ro" || argv[3] != H("$H/.claude:/tmp/caw_auth/claude/config-dir:rw") {
+	if len(argv) != 10 || argv[0] != "-v" || argv[1] != dir+":/tmp/caw_auth:ro" || argv[3] != H("$H/.claude:/tmp/caw_auth/claude/mnt/config-dir:rw") {
 		t.Errorf("json argv %q", argv)
 	}
 	// What a real shell makes of $(caw docker-flags) is exactly the argv.
@@ -58,7 +58,7 @@ func TestDockerFlagsRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := H("volumes:\n  - type: bind\n    source: \"$D\"\n    target: \"/tmp/caw_auth\"\n    read_only: true\n" +
-		"  - type: bind\n    source: \"$H/.claude\"\n    target: \"/tmp/caw_auth/claude/config-dir\"\n    read_only: false\n"); compose != want {
+		"  - type: bind\n    source: \"$H/.claude\"\n    target: \"/tmp/caw_auth/claude/mnt/config-dir\"\n    read_only: false\n"); compose != want {
 		t.Errorf("compose:\n%s\nwant\n%s", compose, want)
 	}
 	dc, err := Render(mounts[:2], FormatDevcontainer)
@@ -69,7 +69,7 @@ func TestDockerFlagsRender(t *testing.T) {
 	if err := json.Unmarshal([]byte(dc), &doc); err != nil {
 		t.Fatal(err)
 	}
-	if w := []string{H("source=$D,target=/tmp/caw_auth,type=bind,readonly"), H("source=$H/.claude,target=/tmp/caw_auth/claude/config-dir,type=bind")}; !reflect.DeepEqual(doc.Mounts, w) {
+	if w := []string{H("source=$D,target=/tmp/caw_auth,type=bind,readonly"), H("source=$H/.claude,target=/tmp/caw_auth/claude/mnt/config-dir,type=bind")}; !reflect.DeepEqual(doc.Mounts, w) {
 		t.Errorf("devcontainer %q", doc.Mounts)
 	}
 	if _, err := Render(mounts, "yaml"); err == nil || err.Error() != `unknown format "yaml" (want one of shell, json, compose, devcontainer)` {
@@ -111,7 +111,7 @@ func TestDockerFlagsUnsafePaths(t *testing.T) {
 				t.Fatal(err)
 			}
 			var argv []string
-			if err := json.Unmarshal([]byte(js), &argv); err != nil || argv[3] != filepath.Join(home, ".codex/auth.json")+":/tmp/caw_auth/codex/auth.json:rw" {
+			if err := json.Unmarshal([]byte(js), &argv); err != nil || argv[3] != filepath.Join(home, ".codex/auth.json")+":/tmp/caw_auth/codex/mnt/auth.json:rw" {
 				t.Errorf("json %q %v", argv, err)
 			}
 			if _, err := Render(mounts, FormatCompose); err != nil {
@@ -169,7 +169,7 @@ func TestDockerFlagsMissingHostFiles(t *testing.T) {
 
 	// A placeholder removed from staging cannot be created by Docker in a
 	// read-only mount.
-	os.Remove(filepath.Join(dir, "gemini/oauth_creds.json"))
+	os.Remove(filepath.Join(dir, "gemini/mnt/oauth_creds.json"))
 	if _, err := DockerFlags(dir); err == nil || !strings.Contains(err.Error(), "is missing or of the wrong type in staging (re-run caw setup)") {
 		t.Errorf("missing placeholder: %v", err)
 	}

@@ -28,7 +28,7 @@ func inode(t *testing.T, p string) uint64 {
 func TestResetupKeepsInodes(t *testing.T) {
 	home := fakeHome(t)
 	_, dir := setup(t, home)
-	paths := []string{"", "claude/config-dir", "codex/auth.json", "gemini/oauth_creds.json"}
+	paths := []string{"", "claude/mnt", "claude/mnt/config-dir", "codex/mnt", "codex/mnt/auth.json", "gemini/mnt/oauth_creds.json"}
 	before := map[string]uint64{}
 	for _, p := range paths {
 		before[p] = inode(t, filepath.Join(dir, p))
@@ -63,9 +63,9 @@ func TestResetupKeepsRunningContainerMounts(t *testing.T) {
 	unshare := testenv.LookPath(t, "unshare", "util-linux")
 	home := fakeHome(t)
 	_, dir := setup(t, home)
-	cred, ph := filepath.Join(home, ".codex/auth.json"), filepath.Join(dir, "codex/auth.json")
-	cdir, phDir := filepath.Join(home, ".claude"), filepath.Join(dir, "claude/config-dir")
-	gem, phGem := filepath.Join(home, ".gemini/oauth_creds.json"), filepath.Join(dir, "gemini/oauth_creds.json")
+	cred, ph := filepath.Join(home, ".codex/auth.json"), filepath.Join(dir, "codex/mnt/auth.json")
+	cdir, phDir := filepath.Join(home, ".claude"), filepath.Join(dir, "claude/mnt/config-dir")
+	gem, phGem := filepath.Join(home, ".gemini/oauth_creds.json"), filepath.Join(dir, "gemini/mnt/oauth_creds.json")
 
 	cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c", `
 		mount --bind "$1" "$2" && mount --bind "$3" "$4" && mount --bind "$5" "$6" || exit 1

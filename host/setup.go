@@ -33,6 +33,13 @@ type SetupOptions struct {
 	Getenv func(string) string
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// UnlockedMounts puts the credential mount targets directly in the
+	// agent's staging dir (mode 0700) instead of a lock dir (mode 0400).
+	// Only for containers whose caw-init is not root (docker run --user):
+	// it cannot traverse a lock dir. The cost: a container user with the
+	// host user's uid can then reach the mounted host files directly,
+	// bypassing the guard (with bind-dir, the whole host directory).
+	UnlockedMounts bool
 }
 
 // StagedAgent is one agent setup staged.
@@ -105,6 +112,15 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 		dir  bool   // placeholder directory
 	}
 	var files []staged
+	var locks []string
+	oldTargets := map[string]string{}
+	if old, err := manifest.Read(authDir); err == nil {
+		for _, e := range old.Entries() {
+			if e.Synced() {
+				oldTargets[e.Agent] = e.MountSrc()
+			}
+		}
+	}
 	for _, name := range names {
 		a, ok := agents.Lookup(name)
 		if !ok {
@@ -135,12 +151,20 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 			ContainerTarget: a.Credential.Target, HostOriginal: relToHome(srcHome, credPath),
 			Type: manifest.TypeCredential, Strategy: strat, Mode: fmt.Sprintf("%04o", a.Credential.Mode), Format: a.Format,
 		}
+		mt := a.Credential.MountTarget(strat == manifest.StrategyBindDir, !opts.UnlockedMounts)
 		if strat == manifest.StrategyBindDir {
-			cred.Src = path.Join(a.Credential.SrcDir, filepath.Base(credPath))
-			files = append(files, staged{src: a.Credential.SrcDir, dir: true})
+			cred.Src = path.Join(mt, filepath.Base(credPath))
+			files = append(files, staged{src: mt, dir: true})
 		} else {
-			cred.Src = a.Credential.Src
-			files = append(files, staged{src: cred.Src})
+			cred.Src = mt
+			files = append(files, staged{src: mt})
+		}
+		if !opts.UnlockedMounts {
+			locks = append(locks, a.Credential.LockDir)
+		}
+		if old := oldTargets[name]; old != "" && old != mt {
+			warn("%s: the credential's mount target moved from %s to %s in staging; containers started before this setup have lost their %s credential mount: restart them",
+				name, old, mt, name)
 		}
 		ag := manifest.Agent{Files: []manifest.File{cred}}
 		sa := StagedAgent{Name: name, Strategy: strat, Credential: credPath, Status: st}
@@ -182,7 +206,7 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("setup: %w", err)
 	}
-	err = replaceDir(authDir, func(root *os.Root) error {
+	err = replaceDir(authDir, locks, func(root *os.Root) error {
 		for _, f := range files {
 			if err := root.MkdirAll(path.Dir(f.src), 0o700); err != nil {
 				return err
@@ -241,18 +265,19 @@ func writeNew(root *os.Root, name string, data []byte) error {
 }
 
 // replaceDir builds a new staging beside dir with fill and puts it in place.
-// A new dir is renamed into place. An existing one is updated in place
-// rather than swapped: a running container's mounts hang on the staging
-// dir's inode and on each placeholder's, and unlinking or replacing a
-// placeholder on the host detaches the credential mount inside every
-// container using it (the kernel lazily unmounts mounts on a removed
-// dentry). So placeholders already in place are kept, content files are
-// renamed over their old versions, manifest.json last (the commit point),
-// and only then is what the new staging no longer has removed. Every input
-// is read and checked before fill runs, so a bad input leaves the previous
-// staging untouched; an I/O error mid-way leaves the previous manifest in
-// force with all its files present.
-func replaceDir(dir string, fill func(*os.Root) error) error {
+// A new dir is renamed into place, its lock dirs (locks) locked first. An
+// existing one is updated in place rather than swapped: a running
+// container's mounts hang on the staging dir's inode and on each
+// placeholder's, and unlinking or replacing a placeholder on the host
+// detaches the credential mount inside every container using it (the kernel
+// lazily unmounts mounts on a removed dentry). So placeholders already in
+// place are kept, content files are renamed over their old versions,
+// manifest.json last (the commit point), and only then is what the new
+// staging no longer has removed. Every input is read and checked before
+// fill runs, so a bad input leaves the previous staging untouched; an I/O
+// error mid-way leaves the previous manifest in force with all its files
+// present.
+func replaceDir(dir string, locks []string, fill func(*os.Root) error) error {
 	parent, base := filepath.Split(dir)
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", parent, err)
@@ -279,6 +304,13 @@ func replaceDir(dir string, fill func(*os.Root) error) error {
 		return fmt.Errorf("open %s: %w", tmp, err)
 	}
 	err = fill(root)
+	if err == nil && !exists {
+		for _, l := range locks {
+			if err = root.Chmod(l, lockedPerm); err != nil {
+				break
+			}
+		}
+	}
 	root.Close()
 	if err != nil {
 		return fmt.Errorf("write staging %s: %w", tmp, err)
@@ -289,15 +321,17 @@ func replaceDir(dir string, fill func(*os.Root) error) error {
 		}
 		return nil
 	}
-	if err := mergeInto(tmp, dir); err != nil {
+	if err := mergeInto(tmp, dir, locks); err != nil {
 		return fmt.Errorf("update staging %s: %w", dir, err)
 	}
 	return nil
 }
 
 // mergeInto makes dir hold exactly what tmp holds, keeping the inode of
-// every directory and empty placeholder that is already in place.
-func mergeInto(tmp, dir string) error {
+// every directory and empty placeholder that is already in place. A lock
+// dir (locks) is never opened in dir: one that lists the same placeholders
+// is kept as it is; any other is retired and tmp's put in its place, locked.
+func mergeInto(tmp, dir string, locks []string) error {
 	src, err := os.OpenRoot(tmp)
 	if err != nil {
 		return err
@@ -309,6 +343,10 @@ func mergeInto(tmp, dir string) error {
 	}
 	defer dst.Close()
 
+	isLock := map[string]bool{}
+	for _, l := range locks {
+		isLock[l] = true
+	}
 	keep := map[string]bool{}
 	var files []string
 	err = fs.WalkDir(src.FS(), ".", func(p string, d fs.DirEntry, err error) error {
@@ -322,8 +360,19 @@ func mergeInto(tmp, dir string) error {
 			}
 			return nil
 		}
+		if isLock[p] {
+			return fs.SkipDir // placed below, after its parents
+		}
 		fi, err := dst.Lstat(p)
 		if err == nil && fi.IsDir() {
+			if fi.Mode().Perm()&0o100 == 0 {
+				// A lock dir of an older layout at a path that is now a
+				// plain directory: never open it in place.
+				if err := retire(dir, dst, p); err != nil {
+					return err
+				}
+				return dst.Mkdir(p, 0o700)
+			}
 			return dst.Chmod(p, 0o700)
 		}
 		if err == nil {
@@ -340,7 +389,7 @@ func mergeInto(tmp, dir string) error {
 	// refuses symlinks out of it), so plain renames stay inside dir.
 	put := func(p string) error {
 		if fi, err := dst.Lstat(p); err == nil && fi.IsDir() {
-			if err := dst.RemoveAll(p); err != nil {
+			if err := removeEntry(dir, dst, p, fi); err != nil {
 				return err
 			}
 		}
@@ -361,22 +410,36 @@ func mergeInto(tmp, dir string) error {
 			return err
 		}
 	}
+	for _, l := range locks {
+		if err := placeLock(tmp, dir, src, dst, l); err != nil {
+			return fmt.Errorf("lock dir %s: %w", l, err)
+		}
+	}
 	if err := put(manifest.FileName); err != nil {
 		return err
 	}
 	// What the new staging does not have goes, deepest first.
 	var stale []string
 	fs.WalkDir(dst.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !keep[p] {
+		if err != nil {
+			return nil
+		}
+		if !keep[p] {
 			stale = append(stale, p)
 			if d.IsDir() {
 				return fs.SkipDir
 			}
+		} else if isLock[p] {
+			return fs.SkipDir // kept whole, never opened
 		}
 		return nil
 	})
 	for _, p := range stale {
-		if err := dst.RemoveAll(p); err != nil {
+		fi, err := dst.Lstat(p)
+		if err != nil {
+			continue
+		}
+		if err := removeEntry(dir, dst, p, fi); err != nil {
 			return fmt.Errorf("remove %s: %w", p, err)
 		}
 	}

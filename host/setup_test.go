@@ -42,14 +42,14 @@ func TestSetupAllAgents(t *testing.T) {
 		got = append(got, strings.Join([]string{e.Agent, e.Type, e.Strategy, e.Src, e.ContainerTarget, e.HostOriginal, e.Mode, e.Format}, " "))
 	}
 	want := []string{
-		"claude credential bind-dir claude/config-dir/.credentials.json .claude/.credentials.json .claude/.credentials.json 0600 claude",
+		"claude credential bind-dir claude/mnt/config-dir/.credentials.json .claude/.credentials.json .claude/.credentials.json 0600 claude",
 		"claude config copy claude/config.json .claude.json .claude.json 0644 ",
-		"codex credential bind codex/auth.json .codex/auth.json .codex/auth.json 0600 codex",
+		"codex credential bind codex/mnt/auth.json .codex/auth.json .codex/auth.json 0600 codex",
 		"codex config copy codex/config.toml .codex/config.toml .codex/config.toml 0644 ",
-		"gemini credential bind gemini/oauth_creds.json .gemini/oauth_creds.json .gemini/oauth_creds.json 0600 gemini",
+		"gemini credential bind gemini/mnt/oauth_creds.json .gemini/oauth_creds.json .gemini/oauth_creds.json 0600 gemini",
 		"gemini config copy gemini/google_accounts.json .gemini/google_accounts.json .gemini/google_accounts.json 0644 ",
 		"gemini config copy gemini/settings.json .gemini/settings.json .gemini/settings.json 0644 ",
-		"opencode credential bind opencode/auth.json .local/share/opencode/auth.json .local/share/opencode/auth.json 0600 opencode",
+		"opencode credential bind opencode/mnt/auth.json .local/share/opencode/auth.json .local/share/opencode/auth.json 0600 opencode",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("entries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -68,15 +68,15 @@ func TestSetupAllAgents(t *testing.T) {
 	}
 	sort.Strings(paths)
 	wantPaths := []string{
-		". drwx------", "claude drwx------", "claude/config-dir drwx------", "claude/config.json -rw-------",
-		"codex drwx------", "codex/auth.json -rw-------", "codex/config.toml -rw-------",
-		"gemini drwx------", "gemini/google_accounts.json -rw-------", "gemini/oauth_creds.json -rw-------", "gemini/settings.json -rw-------",
-		"manifest.json -rw-------", "opencode drwx------", "opencode/auth.json -rw-------",
+		". drwx------", "claude drwx------", "claude/config.json -rw-------", "claude/mnt dr--------", "claude/mnt/config-dir drwx------",
+		"codex drwx------", "codex/config.toml -rw-------", "codex/mnt dr--------", "codex/mnt/auth.json -rw-------",
+		"gemini drwx------", "gemini/google_accounts.json -rw-------", "gemini/mnt dr--------", "gemini/mnt/oauth_creds.json -rw-------", "gemini/settings.json -rw-------",
+		"manifest.json -rw-------", "opencode drwx------", "opencode/mnt dr--------", "opencode/mnt/auth.json -rw-------",
 	}
 	if !reflect.DeepEqual(paths, wantPaths) {
 		t.Errorf("staging layout:\n%s\nwant:\n%s", strings.Join(paths, "\n"), strings.Join(wantPaths, "\n"))
 	}
-	for _, p := range []string{"codex/auth.json", "gemini/oauth_creds.json", "opencode/auth.json"} {
+	for _, p := range []string{"codex/mnt/auth.json", "gemini/mnt/oauth_creds.json", "opencode/mnt/auth.json"} {
 		if snap[p] != "-rw------- " {
 			t.Errorf("placeholder %s is not empty: %q", p, snap[p])
 		}
@@ -171,16 +171,16 @@ func TestSetupStrategyOverride(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, x := m.Agents["claude"].Files[0], m.Agents["codex"].Files[0]
-	if c.Strategy != "bind" || c.Src != "claude/credentials.json" || x.Strategy != "bind-dir" || x.Src != "codex/home/auth.json" {
+	if c.Strategy != "bind" || c.Src != "claude/mnt/credentials.json" || x.Strategy != "bind-dir" || x.Src != "codex/mnt/home/auth.json" {
 		t.Errorf("claude %+v codex %+v", c, x)
 	}
-	if fi, err := os.Lstat(filepath.Join(dir, "claude/credentials.json")); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
+	if fi, err := os.Lstat(filepath.Join(dir, "claude/mnt/credentials.json")); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
 		t.Errorf("bind placeholder: %v %v", fi, err)
 	}
-	if fi, err := os.Lstat(filepath.Join(dir, "codex/home")); err != nil || !fi.IsDir() {
+	if fi, err := os.Lstat(filepath.Join(dir, "codex/mnt/home")); err != nil || !fi.IsDir() {
 		t.Errorf("bind-dir placeholder: %v %v", fi, err)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(dir, "codex/home")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(dir, "codex/mnt/home")); len(ents) != 0 {
 		t.Errorf("bind-dir placeholder not empty: %v", ents)
 	}
 	mounts, err := DockerFlags(dir)
@@ -189,8 +189,8 @@ func TestSetupStrategyOverride(t *testing.T) {
 	}
 	want := []Mount{
 		{Source: dir, Target: "/tmp/caw_auth", ReadOnly: true},
-		{Source: filepath.Join(home, ".claude/.credentials.json"), Target: "/tmp/caw_auth/claude/credentials.json"},
-		{Source: filepath.Join(home, ".codex"), Target: "/tmp/caw_auth/codex/home"},
+		{Source: filepath.Join(home, ".claude/.credentials.json"), Target: "/tmp/caw_auth/claude/mnt/credentials.json"},
+		{Source: filepath.Join(home, ".codex"), Target: "/tmp/caw_auth/codex/mnt/home"},
 	}
 	if !reflect.DeepEqual(mounts, want) {
 		t.Errorf("mounts %+v\nwant %+v", mounts, want)

@@ -73,7 +73,7 @@ func Teardown(opts TeardownOptions) (*TeardownResult, error) {
 	if opts.DryRun {
 		return res, nil
 	}
-	if err := os.RemoveAll(authDir); err != nil {
+	if err := removeStaging(authDir); err != nil {
 		return res, fmt.Errorf("remove %s: %w", authDir, err)
 	}
 	res.Removed = true

@@ -52,7 +52,7 @@ func TestTeardownSymlinkedCredential(t *testing.T) {
 	// Also a relative link at a default place the manifest does not list.
 	oc := filepath.Join(home, ".local/share/opencode/auth.json")
 	os.Remove(oc)
-	rel, _ := filepath.Rel(filepath.Dir(oc), filepath.Join(dir, "opencode/auth.json"))
+	rel, _ := filepath.Rel(filepath.Dir(oc), filepath.Join(dir, "opencode/mnt/auth.json"))
 	os.Symlink(rel, oc)
 
 	for _, dry := range []bool{true, false} {

@@ -133,7 +133,13 @@ func commands() []*cli.Command {
 			Description: "Finds each agent's credential and configs under the source home and writes cleaned configs,\n" +
 				"an empty mount target per credential and manifest.json into the staging dir. Every input is\n" +
 				"checked before staging changes (a failed setup leaves the previous one intact); re-running it\n" +
-				"keeps the mount targets running containers use. Host files are only read.",
+				"keeps the mount targets running containers use. Host files are only read.\n\n" +
+				"Each credential's mount target sits in a lock dir (mode 0400, e.g. codex/mnt/auth.json) that\n" +
+				"only root can traverse: a container user, even one with your uid, cannot reach the mounted host\n" +
+				"file past the guard, while caw-init (root) can. --unlocked-mounts is for docker run --user, where\n" +
+				"caw-init is not root and cannot traverse the lock; it costs that protection: a container user\n" +
+				"with your uid can then read and write the host credential directly (with bind-dir, the whole\n" +
+				"host directory, e.g. ~/.claude and its settings.json hooks, which run on the host).",
 			Flags: []cli.Flag{
 				authDirFlag(),
 				agentsFlag("agents to set up; default: every agent whose credential exists"),
@@ -141,6 +147,7 @@ func commands() []*cli.Command {
 				&cli.StringFlag{Name: "container-home", Value: host.DefaultContainerHome, Usage: "the container user's home"},
 				&cli.StringFlag{Name: "user", Usage: "container user caw-init runs the command as (recorded in the manifest)"},
 				&cli.StringSliceFlag{Name: "strategy", Usage: "AGENT=STRATEGY, credential strategy bind or bind-dir (repeatable)"},
+				&cli.BoolFlag{Name: "unlocked-mounts", Usage: "no lock dir, for docker run --user (non-root caw-init); a container user with your uid can then write the host credentials directly"},
 			},
 			Action: cmdSetup,
 		}),
@@ -217,7 +224,7 @@ func cmdSetup(c *cli.Context) error {
 	}
 	res, err := host.Setup(host.SetupOptions{
 		AuthDir: dir, SourceHome: src, ContainerHome: c.String("container-home"), User: c.String("user"),
-		Agents: names, Strategies: strats, Getenv: os.Getenv,
+		Agents: names, Strategies: strats, Getenv: os.Getenv, UnlockedMounts: c.Bool("unlocked-mounts"),
 	})
 	if res != nil {
 		for _, w := range res.Warnings {

@@ -130,10 +130,10 @@ func TestWorkflow(t *testing.T) {
 	}
 
 	r = caw(t, home, nil, "docker-flags")
-	r.want(t, 0, "-v "+staging+":/tmp/caw_auth:ro\n-v "+filepath.Join(home, ".claude")+":/tmp/caw_auth/claude/config-dir:rw\n", "")
+	r.want(t, 0, "-v "+staging+":/tmp/caw_auth:ro\n-v "+filepath.Join(home, ".claude")+":/tmp/caw_auth/claude/mnt/config-dir:rw\n", "")
 	r = caw(t, home, nil, "docker-flags", "--format", "json")
 	var argv []string
-	if err := json.Unmarshal([]byte(r.stdout), &argv); err != nil || len(argv) != 6 || argv[5] != filepath.Join(home, ".codex/auth.json")+":/tmp/caw_auth/codex/auth.json:rw" {
+	if err := json.Unmarshal([]byte(r.stdout), &argv); err != nil || len(argv) != 6 || argv[5] != filepath.Join(home, ".codex/auth.json")+":/tmp/caw_auth/codex/mnt/auth.json:rw" {
 		t.Errorf("json: %v %q", err, argv)
 	}
 	caw(t, home, nil, "docker-flags", "--format", "compose").want(t, 0, "volumes:\n  - type: bind\n", "")
@@ -176,7 +176,7 @@ func TestAuthDirAndOptions(t *testing.T) {
 	caw(t, user, []string{"CAW_AUTH_DIR=" + viaEnv}, "setup", "--source-home", home, "--auth-dir", viaFlag,
 		"--strategy", "claude=bind").want(t, 0, "Staged in "+viaFlag, "")
 	caw(t, user, nil, "setup", "--source-home", home, "--auth-dir", viaFlag, "--strategy", "claude=bind").want(t, 0, "Run a container with: docker run $(caw docker-flags --auth-dir "+viaFlag+") IMAGE", "")
-	caw(t, user, nil, "docker-flags", "--auth-dir", viaFlag).want(t, 0, filepath.Join(home, ".claude/.credentials.json")+":/tmp/caw_auth/claude/credentials.json:rw", "")
+	caw(t, user, nil, "docker-flags", "--auth-dir", viaFlag).want(t, 0, filepath.Join(home, ".claude/.credentials.json")+":/tmp/caw_auth/claude/mnt/credentials.json:rw", "")
 	caw(t, user, []string{"CAW_AUTH_DIR=" + viaEnv}, "status").want(t, 0, "codex", "")
 
 	// Warnings go to stderr, and do not fail setup.
