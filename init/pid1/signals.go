@@ -39,9 +39,11 @@ type Signals struct {
 // Each registration is a round trip to the Go runtime's signal thread, and
 // registering all 60 before the spawn measured +1.7 ms on a 1.5 ms tini run.
 // So the rarer rest (real-time signals, XCPU, PWR, TSTP, ...) is registered
-// by captureRest, from a goroutine started right after the spawn, while the
-// command runs: one of those arriving before that is ignored by the Go
-// runtime (not fatal, not forwarded).
+// by a goroutine Capture starts, alongside start-up and the spawn: one of
+// those arriving before it is registered is ignored by the Go runtime (not
+// fatal, not forwarded). Started there rather than after the spawn, its
+// round trips overlap caw-init's own start-up instead of the child's
+// (measured -0.08 to -0.11 ms per `caw-init -- /bin/true`).
 var early = []os.Signal{
 	unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGABRT, unix.SIGTERM,
 	unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT, unix.SIGALRM,
@@ -51,12 +53,8 @@ var early = []os.Signal{
 func Capture() *Signals {
 	s := &Signals{chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 128)}
 	signal.Notify(s.fwd, early...)
-	return s
-}
-
-// captureRest registers the signals early leaves out.
-func (s *Signals) captureRest() {
 	go signal.Notify(s.fwd, rest()...)
+	return s
 }
 
 // rest is every other catchable signal, minus SIGCHLD (the wait loop's) and
@@ -81,7 +79,7 @@ func rest() []os.Signal {
 // action ends a process. caw-init uses it when no child could be started, to
 // end with 128+N as the signal asked rather than with a start-up error code.
 // It consumes the signals it looks at. Call it only before the child is
-// started (captureRest must not have run: the marker is one of rest).
+// started.
 //
 // A signal the kernel has delivered still takes a hop through the runtime's
 // signal thread and the os/signal goroutine before it is in the channel, and
@@ -104,14 +102,14 @@ func (s *Signals) PendingTermination() (syscall.Signal, bool) {
 	for {
 		select {
 		case sig := <-s.fwd:
-			if n, ok := sig.(syscall.Signal); ok && terminates(n) {
+			if n, ok := sig.(syscall.Signal); ok && n != sigMarker && terminates(n) {
 				return n, true
 			}
 		case <-marker:
 			for {
 				select {
 				case sig := <-s.fwd:
-					if n, ok := sig.(syscall.Signal); ok && terminates(n) {
+					if n, ok := sig.(syscall.Signal); ok && n != sigMarker && terminates(n) {
 						return n, true
 					}
 				default:
@@ -124,8 +122,8 @@ func (s *Signals) PendingTermination() (syscall.Signal, bool) {
 	}
 }
 
-// sigMarker is SIGRTMAX, which nobody sends to an init in practice and which
-// the runtime ignores until registered.
+// sigMarker is SIGRTMAX, which nobody sends to an init in practice. It is
+// one of rest, so it comes through fwd too, where it is no termination.
 const sigMarker = syscall.Signal(64)
 
 // markerWait bounds PendingTermination's wait for its own marker signal.

@@ -101,7 +101,6 @@ func Start(cfg Config, sigs *Signals) (*Supervisor, error) {
 	if err != nil {
 		return nil, startError(cfg.Argv[0], err)
 	}
-	sigs.captureRest()
 	s := &Supervisor{cfg: cfg, sigs: sigs, pid: pid, pidfd: -1}
 	// Safe: nothing reaps the child before Wait runs.
 	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
