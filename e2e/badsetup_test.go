@@ -87,10 +87,12 @@ func TestBadSetups(t *testing.T) {
 	})
 
 	// docker run --user 1000: caw-init is not root, so there is no drop; the
-	// host files are the user's own, so sync still works both ways.
+	// host files are the user's own, so sync still works both ways. A
+	// non-root caw-init cannot traverse the lock dirs, so this needs
+	// caw setup --unlocked-mounts.
 	t.Run("docker-user-1000", func(t *testing.T) {
 		h := newHome(t, s, images.TestUID, images.TestGID, 0o600)
-		h.setupAsOwner(t)
+		h.setupAsOwner(t, "--unlocked-mounts")
 		c := start(t, append(h.flags(t), "--user", "1000", s.testImage, "sh", "-c", "id; echo started; exec sleep 1000")...)
 		r := c.waitLog("started", 30*time.Second)
 		if !strings.Contains(r.stdout, "uid=1000(playground)") {
@@ -100,6 +102,26 @@ func TestBadSetups(t *testing.T) {
 			t.Errorf("want at most one caw-init line:\n%s", r.stderr)
 		}
 		refreshJourney(t, c, h)
+	})
+
+	// docker run --user 1000 on locked mounts (the default): caw-init cannot
+	// reach the credential mounts, so nothing is synced; the command still
+	// runs and caw-init says so, one line per credential.
+	t.Run("docker-user-1000-locked-mounts", func(t *testing.T) {
+		h := newHome(t, s, images.TestUID, images.TestGID, 0o600)
+		h.setupAsOwner(t)
+		r := docker(t, append(append([]string{"run", "--rm"}, h.flags(t)...), "--user", "1000", s.testImage,
+			"sh", "-c", "echo ran; cat $HOME/.codex/auth.json 2>&1 | head -c 300")...)
+		t.Logf("%s", r)
+		if r.code != 0 || !strings.Contains(r.stdout, "ran") {
+			t.Errorf("exit %d, want the command to run", r.code)
+		}
+		if strings.Contains(r.stdout, h.codexTok) {
+			t.Errorf("a non-root caw-init synced through a lock dir")
+		}
+		if cl := cawLines(r.stderr); len(cl) == 0 || len(cl) > 2 {
+			t.Errorf("want one caw-init line per credential it cannot reach, got %d:\n%s", len(cl), r.stderr)
+		}
 	})
 
 	// docker run --user 1000 with a staging dir only root can read (caw

@@ -3,11 +3,14 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/e2e/images"
 	"github.com/caw-dev/caw/internal/fakeagent"
 )
 
@@ -223,4 +226,37 @@ func TestTwoContainers(t *testing.T) {
 			t.Errorf("%s: the other container saw the refresh after %s", tc.agent, do)
 		}
 	}
+}
+
+// Locked mounts: with caw setup run by a host user whose uid is the
+// container user's (1000 on both sides), that user still cannot read or
+// write the mounted host credentials past the guard (not through the
+// staging mount, not through /proc/1), while root's guard syncs as usual.
+func TestLockedMountsSameUID(t *testing.T) {
+	s := need(t)
+	h := newHome(t, s, images.TestUID, images.TestGID, 0o600)
+	h.setupAsOwner(t)
+	c := start(t, append(h.flags(t), s.testImage, "sh", "-c", "echo started; exec sleep 1000")...)
+	c.waitLog("started", 30*time.Second)
+	awaitToken(t, fakeagent.Codex, c.homeFile(".codex/auth.json"), h.codexTok, 10*time.Second)
+	for _, p := range []string{
+		"/tmp/caw_auth/codex/mnt/auth.json", "/tmp/caw_auth/claude/mnt/config-dir/.credentials.json",
+		"/tmp/caw_auth/claude/mnt/config-dir/settings.json", "/proc/1/root/tmp/caw_auth/codex/mnt/auth.json",
+	} {
+		r := c.exec("sh", "-c", "id -u; cat "+p+"; echo planted > "+p+"; chmod 700 "+path.Dir(p)+"; ls /proc/1/fd")
+		t.Logf("%s", r)
+		if !strings.HasPrefix(r.stdout, "1000\n") {
+			t.Fatalf("exec did not run as the container user: %s", r)
+		}
+		if strings.Contains(r.stdout, h.codexTok) || strings.Contains(r.stdout, h.claudeTok) || !strings.Contains(r.stderr, "denied") {
+			t.Errorf("uid 1000 reached %s: %s", p, r)
+		}
+	}
+	if got, _ := fakeagent.Read(fakeagent.Codex, h.codex); got.Token != h.codexTok {
+		t.Errorf("the host codex credential changed: %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(h.claude), "settings.json")); err == nil {
+		t.Errorf("a file was planted in the host's claude dir")
+	}
+	refreshJourney(t, c, h)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"syscall"
 
 	"github.com/caw-dev/caw/agents"
 )
@@ -43,9 +44,12 @@ func placeLock(tmp, dir string, src, dst *os.Root, l string) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	// Renamed while still open (moving a directory to another parent needs
-	// write permission on it), locked right after: until then it holds
-	// only fresh placeholders that no container has mounted anything on.
+	// Moved in write-only (moving a directory to another parent needs
+	// write permission on it, and search would let a container in), then
+	// locked.
+	if err := src.Chmod(l, 0o200); err != nil {
+		return err
+	}
 	if err := os.Rename(filepath.Join(tmp, l), filepath.Join(dir, l)); err != nil {
 		return err
 	}
@@ -55,10 +59,18 @@ func placeLock(tmp, dir string, src, dst *os.Root, l string) error {
 // listTypes maps each entry of directory p (in root) to its type, read from
 // the directory listing alone: p needs read permission, not search.
 func listTypes(root *os.Root, p string) (map[string]fs.FileMode, error) {
-	f, err := root.Open(p)
+	// Opened by hand from its parent: an *os.File that os.Root opens stats
+	// its directory to read it, which needs search permission.
+	parent, err := root.Open(path.Dir(p))
 	if err != nil {
 		return nil, err
 	}
+	defer parent.Close()
+	fd, err := syscall.Openat(int(parent.Fd()), path.Base(p), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
 	ents, err := f.ReadDir(-1)
 	if err != nil {
@@ -83,13 +95,36 @@ func sameTypes(a, b map[string]fs.FileMode) bool {
 	return true
 }
 
-// removeEntry removes p from dst (at dir); a directory without search
-// permission (a lock dir) is retired rather than opened in place.
+// removeEntry removes p from dst (at dir); lock dirs in it (directories
+// without search permission) are retired rather than opened in place.
 func removeEntry(dir string, dst *os.Root, p string, fi fs.FileInfo) error {
-	if fi.IsDir() && fi.Mode().Perm()&0o100 == 0 {
-		return retire(dir, dst, p)
+	if fi.IsDir() {
+		if err := retireLocks(dir, dst, p); err != nil {
+			return err
+		}
 	}
 	return dst.RemoveAll(p)
+}
+
+// retireLocks retires every lock dir at or under p.
+func retireLocks(dir string, dst *os.Root, p string) error {
+	var locked []string
+	fs.WalkDir(dst.FS(), p, func(q string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || q == "." {
+			return nil
+		}
+		if fi, err := dst.Lstat(q); err == nil && fi.Mode().Perm()&0o100 == 0 {
+			locked = append(locked, q)
+			return fs.SkipDir
+		}
+		return nil
+	})
+	for _, q := range locked {
+		if err := retire(dir, dst, q); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // retire removes the lock dir p of the staging dir dir (opened as dst)
@@ -124,24 +159,11 @@ func removeStaging(dir string) error {
 	if err != nil {
 		return err
 	}
-	var locked []string
-	fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() || p == "." {
-			return nil
-		}
-		if fi, err := root.Lstat(p); err == nil && fi.Mode().Perm()&0o100 == 0 {
-			locked = append(locked, p)
-			return fs.SkipDir
-		}
-		return nil
-	})
-	for _, p := range locked {
-		if err := retire(dir, root, p); err != nil {
-			root.Close()
-			return err
-		}
-	}
+	err = retireLocks(dir, root, ".")
 	root.Close()
+	if err != nil {
+		return err
+	}
 	return os.RemoveAll(dir)
 }
 
