@@ -25,9 +25,21 @@
 //	$CAW_AUTH_DIR/                 0700
 //	  manifest.json                0600
 //	  claude/config.json           0600 cleaned ~/.claude.json (copy)
-//	  claude/config-dir/           0700 empty: mount target of ~/.claude (bind-dir)
-//	  codex/auth.json              0600 empty: mount target of ~/.codex/auth.json (bind)
+//	  claude/mnt/                  0400 lock dir
+//	  claude/mnt/config-dir/       0700 empty: mount target of ~/.claude (bind-dir)
+//	  codex/mnt/                   0400 lock dir
+//	  codex/mnt/auth.json          0600 empty: mount target of ~/.codex/auth.json (bind)
 //	  codex/config.toml            0600 cleaned config (copy)
+//
+// A lock dir (agents.FileSpec.LockDir) can be listed but not searched: a
+// container user cannot reach the host file mounted inside even with the
+// host user's uid (the read-only staging mount stops a chmod), while root's
+// caw-init can. The host side never makes one searchable where a container
+// sees it: it checks placeholders by listing, and a lock dir that must
+// change is made write-only, moved out of staging, and removed there
+// (lock.go). SetupOptions.UnlockedMounts (caw setup --unlocked-mounts, for
+// docker run --user) puts the targets directly in the agent's directory
+// (claude/config-dir, codex/auth.json), without that protection.
 //
 // # status --json schema (version 1)
 //
