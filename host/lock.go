@@ -199,3 +199,25 @@ func checkMountTarget(authDir, agent, mt string, wantDir bool) error {
 	}
 	return nil
 }
+
+// removeTmp removes a staging being built, whose lock dirs (locked, or
+// write-only on their way in) are left behind when setup fails. No
+// container sees it, so its lock dirs can be opened first.
+func removeTmp(tmp string) {
+	if root, err := os.OpenRoot(tmp); err == nil {
+		var dirs []string
+		fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+			if d != nil && d.IsDir() {
+				if fi, err := root.Lstat(p); err == nil && fi.Mode().Perm()&0o700 != 0o700 {
+					dirs = append(dirs, p)
+				}
+			}
+			return nil
+		})
+		for _, p := range dirs {
+			root.Chmod(p, 0o700)
+		}
+		root.Close()
+	}
+	os.RemoveAll(tmp)
+}

@@ -295,7 +295,7 @@ func replaceDir(dir string, locks []string, fill func(*os.Root) error) error {
 	if err != nil {
 		return fmt.Errorf("create staging beside %s: %w", dir, err)
 	}
-	defer os.RemoveAll(tmp)
+	defer removeTmp(tmp)
 	if err := os.Chmod(tmp, 0o700); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp, err)
 	}

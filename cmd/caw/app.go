@@ -245,6 +245,11 @@ func cmdSetup(c *cli.Context) error {
 		}
 	}
 	tw.Flush()
+	if c.Bool("unlocked-mounts") {
+		fmt.Fprintln(w, "Mounts unlocked (--unlocked-mounts): a container user with your uid can write the host credentials directly.")
+	} else {
+		fmt.Fprintln(w, "Mounts locked: only caw-init as root reaches the host credentials (docker run --user needs --unlocked-mounts).")
+	}
 	flagsCmd := "caw docker-flags"
 	home, _ := os.UserHomeDir()
 	if def, err := host.DefaultAuthDir(os.Getenv, home); err != nil || def != res.AuthDir {

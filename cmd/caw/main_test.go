@@ -92,6 +92,9 @@ func TestWorkflow(t *testing.T) {
 	if r.stderr != "" {
 		t.Errorf("setup warned: %s", r.stderr)
 	}
+	if !strings.Contains(r.stdout, "Mounts locked: only caw-init as root") {
+		t.Errorf("setup does not say the mounts are locked:\n%s", r.stdout)
+	}
 	for _, s := range []string{"claude  credential  bind-dir", "valid (5h 0m left)", "codex   credential  bind"} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("setup output lacks %q:\n%s", s, r.stdout)
@@ -209,6 +212,7 @@ func TestExitCodes(t *testing.T) {
 		{home, []string{"version"}, 0, "caw dev (go", ""},
 		{home, []string{"--help"}, 0, "EXIT CODES:\n   0  success", ""},
 		{home, []string{"setup", "--help"}, 0, "--strategy value", ""},
+		{home, []string{"setup", "--help"}, 0, "--unlocked-mounts", ""},
 		{home, []string{"docker-flags", "--help"}, 0, "EXIT CODES:", ""},
 		{home, []string{"auth", "--help"}, 0, "teardown", ""},
 		{home, []string{"status"}, 1, "", "no caw staging at"},
