@@ -1,7 +1,9 @@
 package guard
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -134,6 +136,110 @@ func BenchmarkFanout64(b *testing.B) {
 			if err := watchUntil(fd, h, tok, buf); err != nil {
 				b.Fatal(err)
 			}
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	percentiles(b, lat)
+}
+
+// Floors for BenchmarkLatencyHomeToHostDir, on the same filesystem: what no
+// guard writing a bind-dir credential crash-safe can beat.
+//
+//	go test -run '^$' -bench 'LatencyHomeToHostDir|Floor' -benchtime 2000x ./sync/guard/
+
+// BenchmarkFloorDirSyscalls: the bare create + write + fsync + rename of a
+// credential-sized file, without any event or read.
+func BenchmarkFloorDirSyscalls(b *testing.B) {
+	dir := b.TempDir()
+	data := claudeTok(12345)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		tmp := filepath.Join(dir, fmt.Sprintf(".tmp%d", i))
+		fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := writeAll(fd, data); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Fsync(fd); err != nil {
+			b.Fatal(err)
+		}
+		unix.Close(fd)
+		if err := unix.Rename(tmp, filepath.Join(dir, "cred.json")); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	percentiles(b, lat)
+}
+
+// BenchmarkFloorDirCopier: a bare inotify copier (no checks, no decision,
+// no lock) from a home dir to a host dir, measured as
+// BenchmarkLatencyHomeToHostDir measures the guard.
+func BenchmarkFloorDirCopier(b *testing.B) {
+	src, dst := b.TempDir(), b.TempDir()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, src, unix.IN_MOVED_TO); err != nil {
+		b.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	defer func() { close(stop); <-done; unix.Close(fd) }()
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for i := 0; ; i++ {
+			// The timeout only lets the copier see stop.
+			unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 50)
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, err := unix.Read(fd, buf)
+			if n <= 0 || err != nil {
+				continue
+			}
+			if !bytes.Contains(buf[:n], []byte("cred.json\x00")) {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(src, "cred.json"))
+			if err != nil {
+				continue
+			}
+			tmp := filepath.Join(dst, fmt.Sprintf(".tmp%d", i))
+			f, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+			if err != nil {
+				continue
+			}
+			writeAll(f, data)
+			unix.Fsync(f)
+			unix.Close(f)
+			unix.Rename(tmp, filepath.Join(dst, "cred.json"))
+		}
+	}()
+	w, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(w)
+	unix.InotifyAddWatch(w, dst, unix.IN_MOVED_TO)
+	buf := make([]byte, 64*1024)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		tok := claudeTok(i + 2)
+		t0 := time.Now()
+		renameOwned(b, filepath.Join(src, "cred.json"), tok, userUID, userGID)
+		if err := watchUntil(w, filepath.Join(dst, "cred.json"), tok, buf); err != nil {
+			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(t0))
 	}
