@@ -93,10 +93,17 @@ func run() int {
 		g, err = guard.Start(context.Background(), guard.Config{
 			AuthDir: o.authDir, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Logf: logf,
 		})
-		if err != nil {
-			return fail(2, "credential guard: %v", err)
+		switch {
+		case err != nil:
+			// The guard could not run at all (for instance the inotify
+			// instance limit, shared by every container's root, is used
+			// up). The command still runs: a container that refuses to
+			// start over its credential sync helps nobody.
+			logf(0, "credential guard: %v: running without credential sync (raise fs.inotify.max_user_instances if it is the limit)", err)
+			g = nil
+		default:
+			defer g.Close()
 		}
-		defer g.Close()
 	}
 
 	sup, err := pid1.Start(pid1.Config{
