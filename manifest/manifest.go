@@ -213,26 +213,34 @@ func Parse(data []byte) (*Manifest, error) {
 	return &m, nil
 }
 
-// Read reads and validates dir/manifest.json. A missing file gives an error
-// that satisfies errors.Is(err, fs.ErrNotExist).
+// Read reads and validates dir/manifest.json. caw-init reads it as root from
+// a directory that is not root's, so no symlink is followed, a FIFO or device
+// cannot block the reader, and the size is bounded before reading. A missing
+// file gives an error that satisfies errors.Is(err, fs.ErrNotExist), an
+// unreadable one errors.Is(err, fs.ErrPermission).
 func Read(dir string) (*Manifest, error) {
-	// O_NONBLOCK: a FIFO planted in place of the manifest must not hang
-	// caw-init; the type check below then refuses it.
-	f, err := os.OpenFile(path.Join(dir, FileName), os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	p := path.Join(dir, FileName)
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("%s is a symlink: refusing to follow it; caw setup writes a regular file (run it again)", p)
+		}
 		return nil, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", FileName, err)
+		return nil, fmt.Errorf("stat %s: %w", p, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", FileName, fi.Mode().Type())
+		return nil, fmt.Errorf("%s is not a regular file (%s): run caw setup again", p, fi.Mode().Type())
+	}
+	if fi.Size() > MaxSize {
+		return nil, fmt.Errorf("%s: %w", p, ErrTooLarge)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", FileName, err)
+		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
 	return Parse(data)
 }
