@@ -251,3 +251,30 @@ func TestAttribRetriesUnwritableHostDir(t *testing.T) {
 	waitContent(t, hostFile, claudeTok(2))
 	assertOwner(t, hostFile, userUID, userGID, 0o640)
 }
+
+// TestAttribRetriesForeignOwnedHostFile: in a bind-dir the guard can write
+// in, a host file of another uid cannot be replaced by a guard without root
+// (it could not give the new file that owner), so the refresh waits; a
+// chown of the host file to the guard's uid retries it.
+func TestAttribRetriesForeignOwnedHostFile(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bindDir("claude", ".claude/.credentials.json", claudeTok(1))
+	os.Chmod(hostFile, 0o644)
+	os.Chown(filepath.Dir(hostFile), userUID, userGID)
+	s := f.userSentinel()
+	g := f.startAsUser()
+	homeFile := f.homePath(".claude/.credentials.json")
+	assertContent(t, homeFile, claudeTok(1))
+	renameOwned(t, homeFile, claudeTok(2), userUID, userGID)
+	s.barrier()
+	assertContent(t, hostFile, claudeTok(1))
+	assertOwner(t, hostFile, hostUID, hostGID, 0o644)
+	if err := os.Chown(hostFile, userUID, userGID); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, hostFile, claudeTok(2))
+	assertOwner(t, hostFile, userUID, userGID, 0o644)
+	if got := g.stop(t); !strings.Contains(got, "not writable by the guard (uid 1000)") {
+		t.Fatalf("the foreign-owned host file was not reported:\n%s", got)
+	}
+}

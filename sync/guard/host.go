@@ -249,6 +249,11 @@ func (b *bindDir) write(data []byte, still func([]byte, error) bool) error {
 	}
 	if err := tmp.fill(data, uid, gid, perm, true); err != nil {
 		unix.Unlinkat(dirfd, tmp.name, 0)
+		if errors.Is(err, unix.EPERM) {
+			// A guard without root cannot give the file the host
+			// owner's uid; never a file of another owner on the host.
+			return fmt.Errorf("%w: %w", errReadOnly, err)
+		}
 		return fmt.Errorf("write %s: %w", b.label(), err)
 	}
 	// The host agent may have replaced the file while the temp was being
