@@ -5,11 +5,8 @@ package guard
 // plant symlinks, hard links, FIFOs, devices, huge files, or swap a directory
 // for a symlink at any instant, so every operation here follows two rules:
 //
-//  1. A parent directory is resolved beneath the home's descriptor by
-//     openat2(RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS), so the kernel refuses
-//     any path (symlinks and ".." included) that leaves the home; where
-//     openat2 is missing (Linux < 5.6) through an os.Root opened on the
-//     home, which refuses the same paths.
+//  1. A parent directory is resolved through one os.Root opened on the home,
+//     which refuses any path (symlinks included) that leaves the home.
 //  2. The final component is always handled with a *at syscall on that
 //     parent's descriptor, with a single name that cannot traverse anything:
 //     opened O_NOFOLLOW|O_NONBLOCK (a symlink fails, a FIFO cannot block),
@@ -32,7 +29,6 @@ import (
 	"os"
 	"path"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -59,15 +55,11 @@ func (e *hostileError) Error() string { return e.path + ": " + e.why }
 // write, so the decision must be taken again on the new content.
 var errChanged = errors.New("changed while writing")
 
-// homeFS is root's view of the user's home. Its methods may run
-// concurrently (the event loop and Flush).
+// homeFS is root's view of the user's home.
 type homeFS struct {
 	root     *os.Root
-	top      *os.File // the root's directory, for openat2
-	dir      string   // absolute path, for messages and inotify
+	dir      string // absolute path, for messages and inotify
 	uid, gid int
-	// noOpenat2: the kernel lacks openat2, so os.Root resolves.
-	noOpenat2 atomic.Bool
 }
 
 // openHome opens (creating it when missing) the user's home.
@@ -89,18 +81,10 @@ func openHome(dir string, uid, gid int) (*homeFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open home %s: %w", dir, err)
 	}
-	top, err := r.OpenFile(".", os.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("open home %s: %w", dir, err)
-	}
-	return &homeFS{root: r, top: top, dir: dir, uid: uid, gid: gid}, nil
+	return &homeFS{root: r, dir: dir, uid: uid, gid: gid}, nil
 }
 
-func (h *homeFS) close() error {
-	h.top.Close()
-	return h.root.Close()
-}
+func (h *homeFS) close() error { return h.root.Close() }
 
 // chownDirNoFollow gives a directory the guard just created to the user.
 func chownDirNoFollow(dirfd int, name string, uid, gid int) error {
@@ -128,50 +112,6 @@ func (h *homeFS) openDir(rel string) (*os.File, string, error) {
 		return nil, "", err
 	}
 	return d, base, nil
-}
-
-// openDirFD is openDir for the hot path: the directory holding rel as a
-// bare descriptor (the caller closes it), base its name. One openat2 call,
-// where os.Root walks the path and registers an *os.File with the poller
-// (six system calls more per open).
-func (h *homeFS) openDirFD(rel string) (int, string, error) {
-	if !h.noOpenat2.Load() {
-		dir, base := path.Split(rel)
-		dir = strings.TrimSuffix(dir, "/")
-		if dir == "" {
-			dir = "."
-		}
-		how := unix.OpenHow{
-			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
-		}
-		for range 4 {
-			fd, err := unix.Openat2(int(h.top.Fd()), dir, &how)
-			switch {
-			case err == nil:
-				return fd, base, nil
-			case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
-				continue // a rename raced the lookup
-			case errors.Is(err, unix.ENOSYS):
-				h.noOpenat2.Store(true)
-			case errors.Is(err, unix.EXDEV):
-				return -1, "", fmt.Errorf("open %s: path escapes from the home", dir)
-			default:
-				return -1, "", &fs.PathError{Op: "openat2", Path: dir, Err: err}
-			}
-			break
-		}
-	}
-	d, base, err := h.openDir(rel)
-	if err != nil {
-		return -1, "", err
-	}
-	fd, err := unix.Dup(int(d.Fd()))
-	d.Close()
-	if err != nil {
-		return -1, "", err
-	}
-	return fd, base, nil
 }
 
 // mkdirParents creates rel's missing parent directories, owned by the user,
@@ -207,15 +147,15 @@ func (h *homeFS) mkdirParents(rel string) error {
 // read returns rel's whole content. A missing file gives an error matching
 // fs.ErrNotExist; anything hostile a *hostileError.
 func (h *homeFS) read(rel string) ([]byte, error) {
-	dirfd, base, err := h.openDirFD(rel)
+	d, base, err := h.openDir(rel)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
 		return nil, &hostileError{rel, "parent directory: " + err.Error()}
 	}
-	defer unix.Close(dirfd)
-	return readAt(dirfd, base, rel, h.uid)
+	defer d.Close()
+	return readAt(int(d.Fd()), base, rel, h.uid)
 }
 
 // readAt reads name in the directory dirfd with every check on the open
@@ -305,11 +245,12 @@ func readAllFD(fd int, size int64) ([]byte, error) {
 // for rel (see swapIn; still may be nil for an unconditional write). No
 // fsync: the home copy is rebuilt from the host at every start.
 func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool) error {
-	dirfd, base, err := h.openDirFD(rel)
+	d, base, err := h.openDir(rel)
 	if err != nil {
 		return fmt.Errorf("write %s in home: %w", rel, err)
 	}
-	defer unix.Close(dirfd)
+	defer d.Close()
+	dirfd := int(d.Fd())
 	tmp, err := createTemp(dirfd, base)
 	if err != nil {
 		return fmt.Errorf("write %s in home: %w", rel, err)
