@@ -119,8 +119,14 @@ func TestBadSetups(t *testing.T) {
 		if strings.Contains(r.stdout, h.codexTok) {
 			t.Errorf("a non-root caw-init synced through a lock dir")
 		}
-		if cl := cawLines(r.stderr); len(cl) == 0 || len(cl) > 2 {
+		cl := cawLines(r.stderr)
+		if len(cl) == 0 || len(cl) > 2 {
 			t.Errorf("want one caw-init line per credential it cannot reach, got %d:\n%s", len(cl), r.stderr)
+		}
+		for _, l := range cl {
+			if !strings.Contains(l, "caw setup --unlocked-mounts") {
+				t.Errorf("the line does not name the fix (caw setup --unlocked-mounts): %s", l)
+			}
 		}
 	})
 

@@ -138,7 +138,15 @@ func (g *Guard) copyFile(e manifest.Entry) {
 // the start-up copy. nil means skipped (already reported).
 func (g *Guard) setup(e manifest.Entry) *cred {
 	mount := path.Join(g.cfg.AuthDir, e.MountSrc())
-	if ok, err := isMountRoot(mount); err != nil || !ok {
+	ok, err := isMountRoot(mount)
+	if errors.Is(err, unix.EACCES) {
+		// Only root gets through caw setup's locked mounts (<agent>/mnt,
+		// mode 0400): this caw-init was started without root.
+		g.logf(0, "%s credential %s: not synced: caw-init runs as uid %d, which cannot reach %s through caw's locked mounts: for docker run --user, run caw setup --unlocked-mounts on the host (or start the container as root)",
+			e.Agent, e.ContainerTarget, os.Geteuid(), mount)
+		return nil
+	}
+	if err != nil || !ok {
 		g.logf(0, "%s credential %s: %s is not mounted from the host, so it is not synced: run docker with $(caw docker-flags)",
 			e.Agent, e.ContainerTarget, mount)
 		return nil
