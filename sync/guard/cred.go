@@ -207,8 +207,9 @@ const (
 // trigger (or anySide). It re-decides when a side changed under a write.
 func (c *cred) sync(trigger side, m mode) error {
 	var err error
+	owed := anySide
 	for range 8 {
-		if err = c.syncOnce(trigger, m); !errors.Is(err, errChanged) {
+		if owed, err = c.syncOnce(trigger, m, owed); !errors.Is(err, errChanged) {
 			return err
 		}
 		trigger = anySide
@@ -216,7 +217,14 @@ func (c *cred) sync(trigger side, m mode) error {
 	return err
 }
 
-func (c *cred) syncOnce(trigger side, m mode) error {
+// syncOnce takes one decision. owed is the side a write of the previous
+// decision found changed (errChanged), which is returned for the next one:
+// the content that write carried never reached it, so it is still new to
+// that side. Without this, the next decision would see only that side
+// change and take its new content (say, the token the other side held just
+// before) for a regression, or leave a side it left alone without the
+// fresher token.
+func (c *cred) syncOnce(trigger side, m mode, owed side) (side, error) {
 	var v [2]view
 	var have [2]bool
 	if trigger != anySide && m == onEvent && !c.pending[home] && !c.pending[host] {
@@ -225,14 +233,14 @@ func (c *cred) syncOnce(trigger side, m mode) error {
 		// settles them, without reading the other side.
 		v[trigger], have[trigger] = c.readRaw(trigger), true
 		if v[trigger].sum == c.seen[trigger] {
-			return nil
+			return anySide, nil
 		}
 		c.classify(&v[trigger])
 		if !v[trigger].st.State.Usable() {
 			// Nothing to propagate from it, and nothing to write to it
 			// (it is mid-write, or its own deliberate logout).
 			c.seen[trigger] = v[trigger].sum
-			return nil
+			return anySide, nil
 		}
 	}
 	for s := range 2 {
@@ -254,12 +262,12 @@ func (c *cred) syncOnce(trigger side, m mode) error {
 	}()
 	if hv.sum == Hv.sum {
 		c.settled()
-		return nil
+		return anySide, nil
 	}
 	cmp := agents.Compare(hv.st, Hv.st)
 	if cmp == 0 {
 		if !hv.st.State.Usable() {
-			return nil // neither side has anything worth syncing
+			return anySide, nil // neither side has anything worth syncing
 		}
 		// Equally fresh, different content: the most recent change wins.
 		switch {
@@ -268,13 +276,17 @@ func (c *cred) syncOnce(trigger side, m mode) error {
 		case hostChanged:
 			cmp = -1
 		default:
-			return nil
+			return anySide, nil
 		}
 	}
+	dst, src, cur, srcChanged, curChanged := home, Hv, hv, hostChanged, homeChanged
 	if cmp > 0 {
-		return c.push(host, hv, Hv, homeChanged, hostChanged, m)
+		dst, src, cur, srcChanged, curChanged = host, hv, Hv, homeChanged, hostChanged
 	}
-	return c.push(home, Hv, hv, hostChanged, homeChanged, m)
+	if dst == owed {
+		srcChanged = true
+	}
+	return dst, c.push(dst, src, cur, srcChanged, curChanged, m)
 }
 
 // push writes src (usable, and fresher) over side dst, whose content is

@@ -75,12 +75,14 @@ var claudeStub = []byte(`{"claudeAiOauth":{"accessToken":"","refreshToken":"","e
 type logBuf struct {
 	mu    sync.Mutex
 	lines []string
+	times []time.Time
 }
 
 func (l *logBuf) logf(level int, format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lines = append(l.lines, fmt.Sprintf("%d ", level)+fmt.Sprintf(format, args...))
+	l.times = append(l.times, time.Now())
 }
 
 // count counts lines at level (or any level when level < 0) containing s.
@@ -99,7 +101,11 @@ func (l *logBuf) count(level int, s string) int {
 func (l *logBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
+	var b strings.Builder
+	for i, line := range l.lines {
+		fmt.Fprintf(&b, "%s %s\n", l.times[i].Format("15:04:05.000000"), line)
+	}
+	return b.String()
 }
 
 // fx is one container: a staging dir with host files mounted into it, a
