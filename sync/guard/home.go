@@ -281,6 +281,13 @@ func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(c
 // that is not what still expects, a write landed in those microseconds and
 // is swapped back, and the caller decides again (errChanged).
 func swapIn(dirfd int, tmp, name string, owner int, still func([]byte, error) bool) error {
+	// What the temp is before it is exposed, to recognise it when it comes
+	// back from a swap back.
+	var mine unix.Stat_t
+	mineData, merr := readAt(dirfd, tmp, tmp, owner)
+	if merr == nil {
+		merr = unix.Fstatat(dirfd, tmp, &mine, unix.AT_SYMLINK_NOFOLLOW)
+	}
 	cur, cerr := readAt(dirfd, name, name, owner)
 	if !errors.Is(cerr, fs.ErrNotExist) && !still(cur, cerr) {
 		unix.Unlinkat(dirfd, tmp, 0)
@@ -326,8 +333,29 @@ func swapIn(dirfd int, tmp, name string, owner int, still func([]byte, error) bo
 	}
 	// Someone else's write: put it back, drop ours.
 	unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE)
+	// Writers come in bursts: a second one may have replaced or rewritten
+	// our file at name after the first exchange. What the swap back just
+	// took away is then that write, newer than the one it restored: it goes
+	// back to name, and the older one is dropped instead.
+	if merr == nil && !isMine(dirfd, tmp, owner, &mine, mineData) {
+		unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE)
+	}
 	unix.Unlinkat(dirfd, tmp, 0)
 	return errChanged
+}
+
+// isMine reports whether tmp is still the guard's temp file (same inode,
+// same content) as st and data recorded before it was swapped in.
+func isMine(dirfd int, tmp string, owner int, st *unix.Stat_t, data []byte) bool {
+	var now unix.Stat_t
+	if err := unix.Fstatat(dirfd, tmp, &now, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return true // nothing there to restore
+	}
+	if now.Dev != st.Dev || now.Ino != st.Ino {
+		return false
+	}
+	got, err := readAt(dirfd, tmp, tmp, owner)
+	return err != nil || bytes.Equal(got, data)
 }
 
 // removeStaleTemps deletes temp files a killed guard left beside rel.

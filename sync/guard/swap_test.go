@@ -61,3 +61,58 @@ func TestSwapInNeverOverwritesARacingWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestSwapInKeepsASecondRacingWrite: writers come in bursts. One lands
+// between the guard's check and its exchange, and a second one (by rename,
+// or in place into the file the exchange just put at the name) lands
+// before the guard swaps the first back. The second write is the newest:
+// it must end at the name, not be dropped with the guard's temp.
+func TestSwapInKeepsASecondRacingWrite(t *testing.T) {
+	for _, inPlace := range []bool{false, true} {
+		dir := t.TempDir()
+		d, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirfd := int(d.Fd())
+		name := filepath.Join(dir, "cred.json")
+		decided := []byte("A")
+		if err := os.WriteFile(name, decided, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tmp, err := createTemp(dirfd, "cred.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tmp.fill([]byte("GUARD"), -1, -1, 0o600, false); err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		still := func(cur []byte, err error) bool {
+			calls++
+			switch calls {
+			case 1: // the check passes; the first write lands right after
+				os.WriteFile(name+".agent", []byte("FIRST"), 0o600)
+				os.Rename(name+".agent", name)
+			case 2: // the exchange displaced FIRST; the second write lands now
+				if inPlace {
+					os.WriteFile(name, []byte("SECOND"), 0o600)
+				} else {
+					os.WriteFile(name+".agent", []byte("SECOND"), 0o600)
+					os.Rename(name+".agent", name)
+				}
+			}
+			return err == nil && bytes.Equal(cur, decided)
+		}
+		err = swapIn(dirfd, tmp.name, "cred.json", -1, still)
+		got, _ := os.ReadFile(name)
+		if !errors.Is(err, errChanged) || string(got) != "SECOND" {
+			t.Fatalf("in place %v: err %v, file %q; want errChanged and the second write", inPlace, err, got)
+		}
+		names, _ := d.Readdirnames(-1)
+		d.Close()
+		if len(names) != 1 {
+			t.Fatalf("in place %v: left behind: %v", inPlace, names)
+		}
+	}
+}
