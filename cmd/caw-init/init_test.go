@@ -427,16 +427,7 @@ func TestChildEnvironment(t *testing.T) {
 // was given.
 func TestNoFDLeak(t *testing.T) {
 	root := newRootfs(t, rootfsOpts{})
-	auth := filepath.Join(root, "tmp/caw_auth")
-	must(t, os.MkdirAll(auth, 0o755))
-	m := &manifest.Manifest{
-		Version: manifest.Version, CreatedAt: "2026-01-01T00:00:00Z", HostHome: "/home/host",
-		ContainerHome: "/home/playground", MountPoint: manifest.DefaultMountPoint, User: "playground",
-		Agents: map[string]manifest.Agent{},
-	}
-	data, err := m.Marshal()
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(auth, manifest.FileName), data, 0o644))
+	writeManifest(t, root)
 	// caw-init itself inherits a descriptor without close-on-exec, as
 	// from a careless parent: it must not reach the child either.
 	inherited, err := os.Open(filepath.Join(root, "etc/passwd"))
@@ -520,17 +511,8 @@ func TestNotRoot(t *testing.T) {
 // file, the uid and the fix, and starts no child; --no-sync still runs.
 func TestManifestUnreadable(t *testing.T) {
 	root := newRootfs(t, rootfsOpts{})
-	auth := filepath.Join(root, "tmp/caw_auth")
-	must(t, os.MkdirAll(auth, 0o755))
-	m := &manifest.Manifest{
-		Version: manifest.Version, CreatedAt: "2026-01-01T00:00:00Z", HostHome: "/home/host",
-		ContainerHome: "/home/playground", MountPoint: manifest.DefaultMountPoint, User: "playground",
-		Agents: map[string]manifest.Agent{},
-	}
-	data, err := m.Marshal()
-	must(t, err)
-	mf := filepath.Join(auth, manifest.FileName)
-	must(t, os.WriteFile(mf, data, 0o644))
+	mf := writeManifest(t, root)
+	auth := filepath.Dir(mf)
 	for _, tc := range []struct {
 		name           string
 		dirMode, fMode os.FileMode
@@ -646,4 +628,22 @@ func closeStdin(t *testing.T, p *proc) {
 		t.Fatal("no stdin pipe")
 	}
 	p.stdinW.Close()
+}
+
+// writeManifest stages a valid manifest with no agents and user playground at
+// root's /tmp/caw_auth, and returns its path.
+func writeManifest(t *testing.T, root string) string {
+	t.Helper()
+	auth := filepath.Join(root, "tmp/caw_auth")
+	must(t, os.MkdirAll(auth, 0o755))
+	m := &manifest.Manifest{
+		Version: manifest.Version, CreatedAt: "2026-01-01T00:00:00Z", HostHome: "/home/host",
+		ContainerHome: "/home/playground", MountPoint: manifest.DefaultMountPoint, User: "playground",
+		Agents: map[string]manifest.Agent{},
+	}
+	data, err := m.Marshal()
+	must(t, err)
+	mf := filepath.Join(auth, manifest.FileName)
+	must(t, os.WriteFile(mf, data, 0o644))
+	return mf
 }
