@@ -204,20 +204,24 @@ type launch struct {
 	tty   *os.File   // pty slave: stdio, session leader, controlling tty
 	args  []string   // caw-init's arguments
 	extra []*os.File // inherited by caw-init as fds 3... without close-on-exec
+	// timeout replaces runTimeout for a run whose own work is slow on a
+	// slow machine (forking thousands of shells).
+	timeout time.Duration
 }
 
 // proc is a running caw-init.
 type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	lines  chan string
-	stdout strings.Builder // every stdout line seen, for failure messages
-	mu     sync.Mutex
-	stderr *lockedBuffer
-	waited chan struct{}
-	stdinW *os.File // write end of stdin when the launch gave none
-	err    error
-	start  time.Time
+	t       *testing.T
+	cmd     *exec.Cmd
+	lines   chan string
+	stdout  strings.Builder // every stdout line seen, for failure messages
+	mu      sync.Mutex
+	stderr  *lockedBuffer
+	waited  chan struct{}
+	stdinW  *os.File // write end of stdin when the launch gave none
+	err     error
+	start   time.Time
+	timeout time.Duration
 }
 
 type lockedBuffer struct {
@@ -255,7 +259,10 @@ func start(t *testing.T, r launch) *proc {
 		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", rootfsEnv+"="+r.root, cwdEnv+"="+r.cwd, asEnv+"="+r.as)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	}
-	p := &proc{t: t, cmd: cmd, lines: make(chan string, 1024), stderr: &lockedBuffer{}, waited: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, lines: make(chan string, 1024), stderr: &lockedBuffer{}, waited: make(chan struct{}), timeout: r.timeout}
+	if p.timeout == 0 {
+		p.timeout = runTimeout
+	}
 	cmd.Stdin = r.stdin
 	cmd.ExtraFiles = r.extra
 	if r.stdin == nil && r.tty == nil {
@@ -364,10 +371,10 @@ func (p *proc) wait() int {
 	p.t.Helper()
 	select {
 	case <-p.waited:
-	case <-time.After(runTimeout):
+	case <-time.After(p.timeout):
 		_ = p.cmd.Process.Kill()
 		<-p.waited
-		p.t.Fatalf("caw-init still running after %v; stdout:\n%sstderr:\n%s", runTimeout, p.out(), p.stderr)
+		p.t.Fatalf("caw-init still running after %v; stdout:\n%sstderr:\n%s", p.timeout, p.out(), p.stderr)
 	}
 	// Drain stdout so out() has everything.
 	for range p.lines {
