@@ -133,6 +133,13 @@ func (c *counts) add(k string, n int64) {
 	c.mu.Unlock()
 }
 
+// max raises k to v if v is larger.
+func (c *counts) max(k string, v int64) {
+	c.mu.Lock()
+	c.m[k] = max(c.m[k], v)
+	c.mu.Unlock()
+}
+
 func (c *counts) get(k string) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // expiryBase is the expiresAt (epoch ms, in 2100) of sequence number 0, so
@@ -48,9 +50,15 @@ func Seq(data []byte) (seq int64, ok bool) {
 
 // ReadSmall reads a file the way a careful reader of a hostile directory
 // does: non-blocking (a FIFO cannot hang it), regular files only, at most
-// 1 MiB (a planted huge file is refused, not read).
+// 1 MiB (a planted huge file is refused, not read). A non-blocking open
+// of a file under a write lease (caw-init's, while it writes a host file)
+// fails with EAGAIN instead of waiting: it is retried.
 func ReadSmall(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	for try := 0; errors.Is(err, syscall.EAGAIN) && try < 1000; try++ {
+		time.Sleep(50 * time.Microsecond)
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -70,6 +70,11 @@ type cred struct {
 	pending [2]bool
 	settle  *time.Timer
 	closed  bool
+	// kept are files the guard's writes displaced, deleted after
+	// recheckDelay (see swapIn): an agent writing in place into one of
+	// them is put back instead of lost.
+	kept    [2][]keptFile
+	recheck *time.Timer
 	// history holds the last usable contents either side held, to tell an
 	// agent rewriting an old token from two fresh refreshes racing.
 	history [16][32]byte
@@ -384,12 +389,75 @@ func (c *cred) settled() {
 	}
 }
 
-// stop cancels the settle timer for good.
+// stop cancels the timers for good and settles the kept files.
 func (c *cred) stop() {
 	c.closed = true
 	if c.settle != nil {
 		c.settle.Stop()
 	}
+	if c.recheck != nil {
+		c.recheck.Stop()
+	}
+	c.recheckKept()
+}
+
+// recheckDelay is how long a file the guard displaced is kept: longer than
+// an agent takes between opening its credential file and writing it.
+const recheckDelay = 100 * time.Millisecond
+
+// keptFile is a file a write displaced: its name, the content hash it had,
+// and what the guard wrote over it.
+type keptFile struct {
+	name string
+	was  [32]byte
+	mine []byte
+}
+
+// keep records a displaced file and arms the recheck timer; the timer runs
+// only after a write, never while idle.
+func (c *cred) keep(s side, k keptFile) {
+	c.kept[s] = append(c.kept[s], k)
+	if c.closed {
+		c.recheckKept()
+		return
+	}
+	if c.recheck == nil {
+		c.recheck = time.AfterFunc(recheckDelay, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if !c.closed && c.recheckKept() {
+				c.sync(anySide, onEvent)
+			}
+		})
+		return
+	}
+	c.recheck.Reset(recheckDelay)
+}
+
+// recheckKept deletes the kept files, first putting back any an agent
+// wrote into since (see recheckAt); it reports whether one was.
+func (c *cred) recheckKept() bool {
+	wrote := false
+	for s := range c.kept {
+		for _, k := range c.kept[s] {
+			mine := sha256.Sum256(trimJSON(k.mine))
+			prefer := func(disp []byte, derr error, at []byte, aerr error) bool {
+				return c.beats(disp, derr, at, aerr, mine)
+			}
+			var changed bool
+			if side(s) == home {
+				changed = c.g.home.recheck(c.e.ContainerTarget, k.name, k.was, k.mine, prefer)
+			} else {
+				changed = c.host.recheck(k.name, k.was, k.mine, prefer)
+			}
+			if changed {
+				c.g.logf(1, "%s: the %s side was written in place into the file the guard had just replaced; that write was kept", c.name(), side(s))
+				wrote = true
+			}
+		}
+		c.kept[s] = c.kept[s][:0]
+	}
+	return wrote
 }
 
 // write replaces dst's content (cur) with src's, unless dst changed since
@@ -409,10 +477,17 @@ func (c *cred) write(dst side, src, cur view) error {
 		return sha256.Sum256(trimJSON(now)) == cur.sum
 	}
 	var err error
+	prefer := func(disp []byte, derr error, at []byte, aerr error) bool {
+		return c.beats(disp, derr, at, aerr, src.sum)
+	}
+	var kept string
 	if dst == home {
-		err = c.g.home.replace(c.e.ContainerTarget, src.data, 0o600, still)
+		kept, err = c.g.home.replace(c.e.ContainerTarget, src.data, 0o600, still, prefer)
 	} else {
-		err = c.host.write(src.data, still)
+		kept, err = c.host.write(src.data, still, prefer)
+	}
+	if kept != "" {
+		c.keep(dst, keptFile{kept, cur.sum, src.data})
 	}
 	switch {
 	case err == nil:
@@ -438,6 +513,48 @@ func (c *cred) write(dst side, src, cur view) error {
 		c.once("write "+err.Error(), 0, "%s: %v", c.name(), err)
 	}
 	return err
+}
+
+// beats orders the two files a racing write leaves on the sides of a swap
+// (see swapIn): a is put back over b when it ranks higher. The guard's own
+// file (content mine) ranks lowest; then a complete logged-out stub; then
+// usable credentials, by freshness; and above all a torn file, whose
+// writer is still at work in it (it opened it by name before the swap moved
+// it): its content will be the latest change, and deleting it would lose
+// that write. Anything that cannot be read (a user's symlink or FIFO) ranks
+// as torn, so it is put back where its owner left it rather than deleted.
+func (c *cred) beats(a []byte, aerr error, b []byte, berr error, mine [32]byte) bool {
+	ta, sa := c.tier(a, aerr, mine)
+	tb, sb := c.tier(b, berr, mine)
+	if ta != tb {
+		return ta > tb
+	}
+	return ta == tierUsable && agents.Compare(sa, sb) > 0
+}
+
+// The tiers beats ranks files by, lowest first.
+const (
+	tierMine = iota
+	tierStub
+	tierUsable
+	tierTorn
+)
+
+func (c *cred) tier(data []byte, err error, mine [32]byte) (int, agents.Status) {
+	if err != nil {
+		return tierTorn, agents.Status{}
+	}
+	if sha256.Sum256(trimJSON(data)) == mine {
+		return tierMine, agents.Status{}
+	}
+	st := agents.Classify(c.format, data, time.Now())
+	switch {
+	case st.State == agents.Empty || st.State == agents.Invalid:
+		return tierTorn, st
+	case !st.State.Usable():
+		return tierStub, st
+	}
+	return tierUsable, st
 }
 
 func other(s side) side { return 1 - s }
@@ -480,6 +597,7 @@ func (c *cred) checkDead() {
 // flush pushes the home copy to the host if it is the fresher, without
 // relying on any event having been seen.
 func (c *cred) flush() error {
+	c.recheckKept()
 	if err := c.sync(anySide, onFlush); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
 		return fmt.Errorf("%s: %w", c.name(), err)
 	}

@@ -9,6 +9,7 @@ package guard
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -258,6 +259,11 @@ func renameOwned(t testing.TB, p string, data []byte, uid, gid int) {
 // readFile reads p without blocking on a FIFO an attack test planted.
 func readFile(p string) []byte {
 	fh, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	// EAGAIN: the guard holds its write lease on the host file.
+	for try := 0; errors.Is(err, unix.EAGAIN) && try < 1000; try++ {
+		time.Sleep(50 * time.Microsecond)
+		fh, err = os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	}
 	if err != nil {
 		return nil
 	}

@@ -127,7 +127,7 @@ func (g *Guard) copyFile(e manifest.Entry) {
 		return
 	}
 	g.home.removeStaleTemps(e.ContainerTarget)
-	if err := g.home.replace(e.ContainerTarget, data, e.Perm(), nil); err != nil {
+	if _, err := g.home.replace(e.ContainerTarget, data, e.Perm(), nil, nil); err != nil {
 		g.logf(0, "%s %s: not copied: %v", e.Agent, e.ContainerTarget, err)
 		return
 	}

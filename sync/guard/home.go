@@ -21,6 +21,7 @@ package guard
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -242,120 +243,167 @@ func readAllFD(fd int, size int64) ([]byte, error) {
 
 // replace atomically sets rel's content: a temp file created O_EXCL beside
 // it, owned by the user with mode perm (set on the descriptor), swapped in
-// for rel (see swapIn; still may be nil for an unconditional write). No
-// fsync: the home copy is rebuilt from the host at every start.
-func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool) error {
+// for rel (see swapIn; still and prefer may be nil for an unconditional
+// write, which deletes what it displaces at once). No fsync: the home copy
+// is rebuilt from the host at every start. kept names the displaced file
+// left for recheck.
+func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool, prefer preferFunc) (kept string, err error) {
 	d, base, err := h.openDir(rel)
 	if err != nil {
-		return fmt.Errorf("write %s in home: %w", rel, err)
+		return "", fmt.Errorf("write %s in home: %w", rel, err)
 	}
 	defer d.Close()
 	dirfd := int(d.Fd())
 	tmp, err := createTemp(dirfd, base)
 	if err != nil {
-		return fmt.Errorf("write %s in home: %w", rel, err)
+		return "", fmt.Errorf("write %s in home: %w", rel, err)
 	}
 	if err := tmp.fill(data, h.uid, h.gid, perm, false); err != nil {
 		unix.Unlinkat(dirfd, tmp.name, 0)
-		return fmt.Errorf("write %s in home: %w", rel, err)
+		return "", fmt.Errorf("write %s in home: %w", rel, err)
 	}
 	if still == nil {
 		still = func([]byte, error) bool { return true }
 	}
-	if err := swapIn(dirfd, tmp.name, base, h.uid, still); err != nil {
-		if errors.Is(err, errChanged) {
-			return err
-		}
-		return fmt.Errorf("write %s in home: %w", rel, err)
+	kept, err = swapIn(dirfd, tmp.name, base, h.uid, still, prefer)
+	if err != nil && !errors.Is(err, errChanged) {
+		err = fmt.Errorf("write %s in home: %w", rel, err)
 	}
-	return nil
+	return kept, err
 }
+
+// recheck deals with a file swapIn displaced and kept (see there) beside
+// rel: see recheckAt.
+func (h *homeFS) recheck(rel, kept string, was [32]byte, mine []byte, prefer preferFunc) bool {
+	d, base, err := h.openDir(rel)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	return recheckAt(int(d.Fd()), kept, base, h.uid, was, mine, prefer)
+}
+
+// preferFunc decides, after a swap found another writer's file displaced
+// (disp, now under the temp's name), whether it must go back over what the
+// name holds now (at): it must when it is the fresher of the two, or when
+// at is the guard's own file.
+type preferFunc func(disp []byte, derr error, at []byte, aerr error) bool
+
+// maxSwaps bounds the exchanges one swapIn makes. Each puts a file prefer
+// ranks strictly higher at the name, so only a stream of new writers could
+// use them all.
+const maxSwaps = 8
 
 // swapIn puts the finished temp file tmp in place of name, both in dirfd,
 // if name still holds what the caller decided to replace (still). Another
 // writer (an agent refreshing by rename) can land between that decision
 // and the rename, and must not be overwritten. So name is checked right
-// before the swap (closing the window to microseconds, so readers almost
-// never see the swap undone), and the temp is swapped in with
-// RENAME_EXCHANGE, which leaves what it displaced under the temp's name: if
-// that is not what still expects, a write landed in those microseconds and
-// is swapped back, and the caller decides again (errChanged).
-func swapIn(dirfd int, tmp, name string, owner int, still func([]byte, error) bool) error {
-	// What the temp is before it is exposed, to recognise it when it comes
-	// back from a swap back.
-	var mine unix.Stat_t
-	mineData, merr := readAt(dirfd, tmp, tmp, owner)
-	if merr == nil {
-		merr = unix.Fstatat(dirfd, tmp, &mine, unix.AT_SYMLINK_NOFOLLOW)
-	}
+// before the swap (closing the window to microseconds), and the temp is
+// swapped in with RENAME_EXCHANGE, which leaves what it displaced under the
+// temp's name, a name no agent writes to. If that is not what still
+// expects, a write landed in those microseconds: putBack returns it to
+// name when prefer says so, and the caller decides again (errChanged).
+//
+// When the displaced file is exactly what still expects, it is not deleted
+// at once when prefer is set: an agent that writes in place may have opened
+// it by name an instant before the exchange and write into it after, and
+// that write would be lost with it. Its name is returned (kept) for the
+// caller to recheckAt a little later.
+func swapIn(dirfd int, tmp, name string, owner int, still func([]byte, error) bool, prefer preferFunc) (kept string, err error) {
+	mine, merr := readAt(dirfd, tmp, tmp, owner)
 	cur, cerr := readAt(dirfd, name, name, owner)
 	if !errors.Is(cerr, fs.ErrNotExist) && !still(cur, cerr) {
 		unix.Unlinkat(dirfd, tmp, 0)
-		return errChanged
+		return "", errChanged
 	}
-	err := unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE)
+	err = unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		// Nothing to displace: create name only if it is still absent.
 		if !still(nil, fs.ErrNotExist) {
 			unix.Unlinkat(dirfd, tmp, 0)
-			return errChanged
+			return "", errChanged
 		}
 		err = unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_NOREPLACE)
 		if errors.Is(err, unix.EEXIST) {
 			unix.Unlinkat(dirfd, tmp, 0)
-			return errChanged
+			return "", errChanged
 		}
 		if err != nil {
 			unix.Unlinkat(dirfd, tmp, 0)
-			return fmt.Errorf("rename: %w", err)
+			return "", fmt.Errorf("rename: %w", err)
 		}
-		return nil
+		return "", nil
 	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP):
 		// A filesystem without exchange: check, then rename.
 		if !still(readAt(dirfd, name, name, owner)) {
 			unix.Unlinkat(dirfd, tmp, 0)
-			return errChanged
+			return "", errChanged
 		}
 		if err := unix.Renameat(dirfd, tmp, dirfd, name); err != nil {
 			unix.Unlinkat(dirfd, tmp, 0)
-			return fmt.Errorf("rename: %w", err)
+			return "", fmt.Errorf("rename: %w", err)
 		}
-		return nil
+		return "", nil
 	case err != nil:
 		unix.Unlinkat(dirfd, tmp, 0)
-		return fmt.Errorf("rename: %w", err)
+		return "", fmt.Errorf("rename: %w", err)
 	}
-	// tmp now names what name held an instant ago.
-	if still(readAt(dirfd, tmp, name, owner)) {
-		unix.Unlinkat(dirfd, tmp, 0)
-		return nil
+	if merr != nil {
+		mine = nil
 	}
-	// Someone else's write: put it back, drop ours.
-	unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE)
-	// Writers come in bursts: a second one may have replaced or rewritten
-	// our file at name after the first exchange. What the swap back just
-	// took away is then that write, newer than the one it restored: it goes
-	// back to name, and the older one is dropped instead.
-	if merr == nil && !isMine(dirfd, tmp, owner, &mine, mineData) {
-		unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE)
+	if disp, derr := readAt(dirfd, tmp, name, owner); prefer != nil && derr == nil && still(disp, derr) {
+		return tmp, nil
 	}
+	changed := putBack(dirfd, tmp, name, owner, still, prefer, mine)
 	unix.Unlinkat(dirfd, tmp, 0)
-	return errChanged
+	if changed {
+		return "", errChanged
+	}
+	return "", nil
 }
 
-// isMine reports whether tmp is still the guard's temp file (same inode,
-// same content) as st and data recorded before it was swapped in.
-func isMine(dirfd int, tmp string, owner int, st *unix.Stat_t, data []byte) bool {
-	var now unix.Stat_t
-	if err := unix.Fstatat(dirfd, tmp, &now, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return true // nothing there to restore
+// putBack returns the file under tmp (what an exchange displaced from name)
+// to name when it is another writer's and prefer ranks it above what name
+// holds, and reports whether tmp held anything but what still expects.
+//
+// Putting it back is itself an exchange, and yet another write may land at
+// name just before it, to be displaced in turn: so it repeats, always
+// comparing the two files by content (never by which inode is whose),
+// until what sits under tmp is the guard's own file (mine), the content
+// still expects, or ranks below what name holds. The caller deletes it.
+func putBack(dirfd int, tmp, name string, owner int, still func([]byte, error) bool, prefer preferFunc, mine []byte) (changed bool) {
+	for range maxSwaps {
+		disp, derr := readAt(dirfd, tmp, name, owner)
+		if errors.Is(derr, fs.ErrNotExist) || still(disp, derr) {
+			break
+		}
+		changed = true
+		if mine != nil && derr == nil && bytes.Equal(disp, mine) {
+			break // the guard's own file came back: drop it
+		}
+		if prefer == nil {
+			break
+		}
+		if at, aerr := readAt(dirfd, name, name, owner); !prefer(disp, derr, at, aerr) {
+			break
+		}
+		if unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE) != nil {
+			break
+		}
 	}
-	if now.Dev != st.Dev || now.Ino != st.Ino {
-		return false
-	}
-	got, err := readAt(dirfd, tmp, tmp, owner)
-	return err != nil || bytes.Equal(got, data)
+	return changed
+}
+
+// recheckAt deletes kept, a file swapIn displaced holding content whose
+// hash was was, after putting it back first if a writer wrote into it since
+// (it then no longer hashes to was) and it ranks above what name holds. It
+// reports whether a writer had written into it.
+func recheckAt(dirfd int, kept, name string, owner int, was [32]byte, mine []byte, prefer preferFunc) bool {
+	unchanged := func(b []byte, err error) bool { return err == nil && sha256.Sum256(trimJSON(b)) == was }
+	changed := putBack(dirfd, kept, name, owner, unchanged, prefer, mine)
+	unix.Unlinkat(dirfd, kept, 0)
+	return changed
 }
 
 // removeStaleTemps deletes temp files a killed guard left beside rel.

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,8 +32,12 @@ type hostSide interface {
 	read() ([]byte, error)
 	// write replaces the content with data if still(current content) holds,
 	// else returns errChanged. Writers of the same host file (guards of
-	// other containers) are serialised with flock.
-	write(data []byte, still func(cur []byte, err error) bool) error
+	// other containers) are serialised with flock. kept names a displaced
+	// file left for recheck (see swapIn).
+	write(data []byte, still func(cur []byte, err error) bool, prefer preferFunc) (kept string, err error)
+	// recheck deletes a file write kept, after putting it back if a
+	// writer wrote into it since (see recheckAt).
+	recheck(kept string, was [32]byte, mine []byte, prefer preferFunc) bool
 	// dead reports whether the mount was detached from the host's file.
 	dead() bool
 	// watch is what inotify watches, and the name to filter events on ("" for
@@ -79,6 +84,13 @@ func (b *bindFile) close()                  {}
 
 func (b *bindFile) read() ([]byte, error) {
 	fd, err := unix.Open(b.p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	// EAGAIN: another guard holds its write lease (see leaseFD) for the
+	// microseconds of its write; O_NONBLOCK makes the open fail instead
+	// of waiting.
+	for wait := 50 * time.Microsecond; errors.Is(err, unix.EAGAIN) && wait < 100*time.Millisecond; wait *= 2 {
+		time.Sleep(wait)
+		fd, err = unix.Open(b.p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, fs.ErrNotExist
@@ -108,7 +120,13 @@ func (b *bindFile) dead() bool {
 	return unix.Stat(b.p, &st) == nil && st.Nlink == 0
 }
 
-func (b *bindFile) write(data []byte, still func([]byte, error) bool) error {
+func (b *bindFile) recheck(string, [32]byte, []byte, preferFunc) bool { return false }
+
+func (b *bindFile) write(data []byte, still func([]byte, error) bool, _ preferFunc) (string, error) {
+	return "", b.writeInPlace(data, still)
+}
+
+func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) error {
 	fd, err := unix.Open(b.p, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
@@ -132,6 +150,14 @@ func (b *bindFile) write(data []byte, still func([]byte, error) bool) error {
 		return fmt.Errorf("lock %s: %w", b.p, err)
 	}
 	defer unlock()
+	// A host agent does not take the flock: it opens with O_TRUNC and
+	// writes. Its whole write could land between the check below and the
+	// pwrite, and be overwritten. A write lease closes that window: it is
+	// granted only while nobody else has the file open, and any open during
+	// it waits (before truncating) until it is released, after the write.
+	if release := leaseFD(fd, int(st.Uid)); release != nil {
+		defer release()
+	}
 	cur, err := readAllFD(fd, st.Size)
 	if !still(cur, err) {
 		return errChanged
@@ -166,6 +192,63 @@ func (b *bindFile) write(data []byte, still func([]byte, error) bool) error {
 		}
 	}
 	return nil
+}
+
+// leaseFD takes a write lease on fd (see fcntl(2)), retrying for up to a
+// few milliseconds while another process has the file open (a writer at
+// work, or a reader). It returns the release, or nil when no lease could
+// be had: the file stays busy, or the filesystem has no leases. Without
+// CAP_LEASE (Docker does not grant it) a lease needs the filesystem uid of
+// the file's owner, taken for the call on this thread only.
+//
+// A lease break signals the holder, SIGIO by default, which caw-init
+// would forward to the agent, and SIGIO kills by default. So the signal is
+// set to SIGURG (the Go runtime's own preemption signal, never forwarded,
+// harmless when unexpected) before the lease exists, and the owner cleared
+// right after.
+func leaseFD(fd, owner int) func() {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETSIG, int(unix.SIGURG)); err != nil {
+		return nil
+	}
+	wait := 50 * time.Microsecond
+	for try := 0; ; try++ {
+		err := setLease(fd, owner)
+		if err == nil {
+			unix.FcntlInt(uintptr(fd), unix.F_SETOWN, 0)
+			return func() { unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK) }
+		}
+		if !errors.Is(err, unix.EAGAIN) || try == 8 {
+			return nil
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, time.Millisecond)
+	}
+}
+
+func setLease(fd, owner int) error {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_WRLCK)
+	if !errors.Is(err, unix.EACCES) || owner == os.Geteuid() {
+		return err
+	}
+	// setfsuid changes only the calling thread, so the goroutine keeps
+	// this thread until it is root again.
+	runtime.LockOSThread()
+	prev, serr := unix.SetfsuidRetUid(owner)
+	if serr != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_WRLCK)
+	unix.SetfsuidRetUid(prev)
+	// setfsuid always returns the previous value: a second call with the
+	// same uid returns it if the first took.
+	if now, _ := unix.SetfsuidRetUid(prev); now != prev {
+		// Not restored: leave the thread locked, so it dies with the
+		// goroutine instead of serving another with the wrong uid.
+		return errors.New("setfsuid not restored")
+	}
+	runtime.UnlockOSThread()
+	return err
 }
 
 // lockFD takes an exclusive flock, which other containers' guards on the
@@ -224,11 +307,21 @@ func (b *bindDir) read() ([]byte, error) {
 	return readAt(int(b.d.Fd()), b.name, b.label(), -1)
 }
 
-func (b *bindDir) write(data []byte, still func([]byte, error) bool) error {
+func (b *bindDir) recheck(kept string, was [32]byte, mine []byte, prefer preferFunc) bool {
 	dirfd := int(b.d.Fd())
 	unlock, err := lockFD(dirfd)
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", b.dir, err)
+		return false
+	}
+	defer unlock()
+	return recheckAt(dirfd, kept, b.name, -1, was, mine, prefer)
+}
+
+func (b *bindDir) write(data []byte, still func([]byte, error) bool, prefer preferFunc) (string, error) {
+	dirfd := int(b.d.Fd())
+	unlock, err := lockFD(dirfd)
+	if err != nil {
+		return "", fmt.Errorf("lock %s: %w", b.dir, err)
 	}
 	defer unlock()
 	// Owner and mode of the file being replaced; for a new file, the
@@ -243,26 +336,24 @@ func (b *bindDir) write(data []byte, still func([]byte, error) bool) error {
 	tmp, err := createTemp(dirfd, b.name)
 	if err != nil {
 		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("%w: %w", errReadOnly, err)
+			return "", fmt.Errorf("%w: %w", errReadOnly, err)
 		}
-		return fmt.Errorf("write %s: %w", b.label(), err)
+		return "", fmt.Errorf("write %s: %w", b.label(), err)
 	}
 	if err := tmp.fill(data, uid, gid, perm, true); err != nil {
 		unix.Unlinkat(dirfd, tmp.name, 0)
 		if errors.Is(err, unix.EPERM) {
 			// A guard without root cannot give the file the host
 			// owner's uid; never a file of another owner on the host.
-			return fmt.Errorf("%w: %w", errReadOnly, err)
+			return "", fmt.Errorf("%w: %w", errReadOnly, err)
 		}
-		return fmt.Errorf("write %s: %w", b.label(), err)
+		return "", fmt.Errorf("write %s: %w", b.label(), err)
 	}
 	// The host agent may have replaced the file while the temp was being
 	// written and synced: swapIn never overwrites that.
-	if err := swapIn(dirfd, tmp.name, b.name, -1, still); err != nil {
-		if errors.Is(err, errChanged) {
-			return err
-		}
-		return fmt.Errorf("write %s: %w", b.label(), err)
+	kept, err := swapIn(dirfd, tmp.name, b.name, -1, still, prefer)
+	if err != nil && !errors.Is(err, errChanged) {
+		err = fmt.Errorf("write %s: %w", b.label(), err)
 	}
-	return nil
+	return kept, err
 }
