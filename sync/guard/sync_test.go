@@ -461,13 +461,15 @@ func TestIdleTouchesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The guard still reads the echoes of its last writes: wait for the
-	// first 100 ms of silence (a guard polling faster never gets there),
+	// The guard still reads the echoes of its last writes, and rechecks
+	// the files they displaced recheckDelay later: wait for the first
+	// silence longer than that (a guard polling faster never gets there),
 	// then demand 500 ms more.
 	buf := make([]byte, 4096)
 	deadline := time.Now().Add(5 * time.Second)
+	quiet := int((recheckDelay + 150*time.Millisecond).Milliseconds())
 	for {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 100)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, quiet)
 		if err != nil && err != unix.EINTR {
 			t.Fatal(err)
 		}
