@@ -440,10 +440,7 @@ func (c *cred) recheckKept() bool {
 	wrote := false
 	for s := range c.kept {
 		for _, k := range c.kept[s] {
-			mine := sha256.Sum256(trimJSON(k.mine))
-			prefer := func(disp []byte, derr error, at []byte, aerr error) bool {
-				return c.beats(disp, derr, at, aerr, mine)
-			}
+			prefer := c.preferOver(sha256.Sum256(trimJSON(k.mine)))
 			var changed bool
 			if side(s) == home {
 				changed = c.g.home.recheck(c.e.ContainerTarget, k.name, k.was, k.mine, prefer)
@@ -477,9 +474,7 @@ func (c *cred) write(dst side, src, cur view) error {
 		return sha256.Sum256(trimJSON(now)) == cur.sum
 	}
 	var err error
-	prefer := func(disp []byte, derr error, at []byte, aerr error) bool {
-		return c.beats(disp, derr, at, aerr, src.sum)
-	}
+	prefer := c.preferOver(src.sum)
 	var kept string
 	if dst == home {
 		kept, err = c.g.home.replace(c.e.ContainerTarget, src.data, 0o600, still, prefer)
@@ -530,6 +525,13 @@ func (c *cred) beats(a []byte, aerr error, b []byte, berr error, mine [32]byte) 
 		return ta > tb
 	}
 	return ta == tierUsable && agents.Compare(sa, sb) > 0
+}
+
+// preferOver is swapIn's prefer for a write of the content hashing to mine.
+func (c *cred) preferOver(mine [32]byte) preferFunc {
+	return func(disp []byte, derr error, at []byte, aerr error) bool {
+		return c.beats(disp, derr, at, aerr, mine)
+	}
 }
 
 // The tiers beats ranks files by, lowest first.

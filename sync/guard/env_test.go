@@ -9,9 +9,7 @@ package guard
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/bench/harness"
 	"github.com/caw-dev/caw/internal/testenv"
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
@@ -258,20 +257,7 @@ func renameOwned(t testing.TB, p string, data []byte, uid, gid int) {
 
 // readFile reads p without blocking on a FIFO an attack test planted.
 func readFile(p string) []byte {
-	fh, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	// EAGAIN: the guard holds its write lease on the host file.
-	for try := 0; errors.Is(err, unix.EAGAIN) && try < 1000; try++ {
-		time.Sleep(50 * time.Microsecond)
-		fh, err = os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	}
-	if err != nil {
-		return nil
-	}
-	defer fh.Close()
-	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() > maxCredSize {
-		return nil
-	}
-	b, _ := io.ReadAll(fh)
+	b, _ := harness.ReadSmall(p)
 	return b
 }
 

@@ -352,10 +352,11 @@ func swapIn(dirfd int, tmp, name string, owner int, still func([]byte, error) bo
 	if merr != nil {
 		mine = nil
 	}
-	if disp, derr := readAt(dirfd, tmp, name, owner); prefer != nil && derr == nil && still(disp, derr) {
+	disp, derr := readAt(dirfd, tmp, name, owner)
+	if prefer != nil && derr == nil && still(disp, derr) {
 		return tmp, nil
 	}
-	changed := putBack(dirfd, tmp, name, owner, still, prefer, mine)
+	changed := putBack(dirfd, tmp, name, owner, still, prefer, mine, disp, derr)
 	unix.Unlinkat(dirfd, tmp, 0)
 	if changed {
 		return "", errChanged
@@ -363,36 +364,36 @@ func swapIn(dirfd int, tmp, name string, owner int, still func([]byte, error) bo
 	return "", nil
 }
 
-// putBack returns the file under tmp (what an exchange displaced from name)
-// to name when it is another writer's and prefer ranks it above what name
-// holds, and reports whether tmp held anything but what still expects.
+// putBack returns the file under tmp (what an exchange displaced from name,
+// as read: disp, derr) to name when it is another writer's and prefer ranks
+// it above what name holds, and reports whether tmp held anything but what
+// still expects.
 //
 // Putting it back is itself an exchange, and yet another write may land at
 // name just before it, to be displaced in turn: so it repeats, always
 // comparing the two files by content (never by which inode is whose),
 // until what sits under tmp is the guard's own file (mine), the content
 // still expects, or ranks below what name holds. The caller deletes it.
-func putBack(dirfd int, tmp, name string, owner int, still func([]byte, error) bool, prefer preferFunc, mine []byte) (changed bool) {
-	for range maxSwaps {
-		disp, derr := readAt(dirfd, tmp, name, owner)
+func putBack(dirfd int, tmp, name string, owner int, still func([]byte, error) bool, prefer preferFunc, mine, disp []byte, derr error) (changed bool) {
+	for swaps := 0; ; swaps++ {
 		if errors.Is(derr, fs.ErrNotExist) || still(disp, derr) {
-			break
+			return changed
 		}
 		changed = true
 		if mine != nil && derr == nil && bytes.Equal(disp, mine) {
-			break // the guard's own file came back: drop it
+			return changed // the guard's own file came back: drop it
 		}
-		if prefer == nil {
-			break
+		if prefer == nil || swaps == maxSwaps {
+			return changed
 		}
 		if at, aerr := readAt(dirfd, name, name, owner); !prefer(disp, derr, at, aerr) {
-			break
+			return changed
 		}
 		if unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_EXCHANGE) != nil {
-			break
+			return changed
 		}
+		disp, derr = readAt(dirfd, tmp, name, owner)
 	}
-	return changed
 }
 
 // recheckAt deletes kept, a file swapIn displaced holding content whose
@@ -401,7 +402,8 @@ func putBack(dirfd int, tmp, name string, owner int, still func([]byte, error) b
 // reports whether a writer had written into it.
 func recheckAt(dirfd int, kept, name string, owner int, was [32]byte, mine []byte, prefer preferFunc) bool {
 	unchanged := func(b []byte, err error) bool { return err == nil && sha256.Sum256(trimJSON(b)) == was }
-	changed := putBack(dirfd, kept, name, owner, unchanged, prefer, mine)
+	disp, derr := readAt(dirfd, kept, name, owner)
+	changed := putBack(dirfd, kept, name, owner, unchanged, prefer, mine, disp, derr)
 	unix.Unlinkat(dirfd, kept, 0)
 	return changed
 }

@@ -83,13 +83,17 @@ func (b *bindFile) watch() (string, string) { return b.p, "" }
 func (b *bindFile) close()                  {}
 
 func (b *bindFile) read() ([]byte, error) {
-	fd, err := unix.Open(b.p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	var fd int
+	var err error
 	// EAGAIN: another guard holds its write lease (see leaseFD) for the
 	// microseconds of its write; O_NONBLOCK makes the open fail instead
 	// of waiting.
-	for wait := 50 * time.Microsecond; errors.Is(err, unix.EAGAIN) && wait < 100*time.Millisecond; wait *= 2 {
-		time.Sleep(wait)
+	for wait := 50 * time.Microsecond; ; wait *= 2 {
 		fd, err = unix.Open(b.p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if !errors.Is(err, unix.EAGAIN) || wait > 100*time.Millisecond {
+			break
+		}
+		time.Sleep(wait)
 	}
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {

@@ -1,14 +1,11 @@
 package guard
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // byRank is the prefer of these tests: later writes rank higher, the
@@ -55,13 +52,13 @@ func renameIn(t *testing.T, name string, data []byte) {
 
 func stillA(cur []byte, err error) bool { return err == nil && string(cur) == "A" }
 
-// onlyName fails the test unless the directory holds just cred.json with
-// want, and err is errChanged.
-func onlyName(t *testing.T, d *os.File, name string, err error, want string) {
+// onlyName fails the test unless err is wantErr and the directory holds
+// just cred.json with want.
+func onlyName(t *testing.T, d *os.File, name string, err, wantErr error, want string) {
 	t.Helper()
 	got, _ := os.ReadFile(name)
-	if !errors.Is(err, errChanged) || string(got) != want {
-		t.Fatalf("err %v, file %q; want errChanged and %q", err, got, want)
+	if !errors.Is(err, wantErr) || string(got) != want {
+		t.Fatalf("err %v, file %q; want %v and %q", err, got, wantErr, want)
 	}
 	d.Seek(0, 0)
 	if names, _ := d.Readdirnames(-1); len(names) != 1 {
@@ -102,7 +99,7 @@ func TestSwapInKeepsAThirdRacingWrite(t *testing.T) {
 			return byRank(disp, derr, at, aerr)
 		}
 		_, err := swapIn(int(d.Fd()), tmp, "cred.json", -1, still, prefer)
-		onlyName(t, d, name, err, "THIRD")
+		onlyName(t, d, name, err, errChanged, "THIRD")
 	}
 }
 
@@ -128,7 +125,7 @@ func TestSwapInKeepsATornFile(t *testing.T) {
 		t.Fatal(werr)
 	}
 	f.Close()
-	onlyName(t, d, name, err, "AGENT")
+	onlyName(t, d, name, err, errChanged, "AGENT")
 }
 
 // TestSwapInNeverOverwritesARacingWrite: a writer that renames its file in
@@ -136,53 +133,26 @@ func TestSwapInKeepsATornFile(t *testing.T) {
 // its file: the guard's exchange finds foreign content displaced, puts it
 // back, and reports errChanged so the guard decides again.
 func TestSwapInNeverOverwritesARacingWrite(t *testing.T) {
-	dir := t.TempDir()
-	d, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	dirfd := int(d.Fd())
-	name := filepath.Join(dir, "cred.json")
-	decided := []byte("A")
 	for _, race := range []bool{false, true} {
-		if err := os.WriteFile(name, decided, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		tmp, err := createTemp(dirfd, "cred.json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tmp.fill([]byte("GUARD"), -1, -1, 0o600, false); err != nil {
-			t.Fatal(err)
-		}
+		d, name, tmp := swapFx(t)
 		calls := 0
 		still := func(cur []byte, err error) bool {
 			calls++
 			if calls == 1 && race {
 				// The check passes; the agent's rename lands right after.
-				os.WriteFile(name+".agent", []byte("AGENT"), 0o600)
-				os.Rename(name+".agent", name)
+				renameIn(t, name, []byte("AGENT"))
 			}
-			return err == nil && bytes.Equal(cur, decided)
+			return stillA(cur, err)
 		}
-		var kept string
-		kept, err = swapIn(dirfd, tmp.name, "cred.json", -1, still, byRank)
+		dirfd := int(d.Fd())
+		kept, err := swapIn(dirfd, tmp, "cred.json", -1, still, byRank)
 		if kept != "" {
-			recheckAt(dirfd, kept, "cred.json", -1, sha256.Sum256(decided), []byte("GUARD"), byRank)
+			recheckAt(dirfd, kept, "cred.json", -1, sha256.Sum256([]byte("A")), []byte("GUARD"), byRank)
 		}
-		got, _ := os.ReadFile(name)
-		switch {
-		case !race && (err != nil || string(got) != "GUARD"):
-			t.Fatalf("no race: err %v, file %q", err, got)
-		case race && (!errors.Is(err, errChanged) || string(got) != "AGENT"):
-			t.Fatalf("race: err %v, file %q; want errChanged and the agent's file", err, got)
-		}
-		var st unix.Stat_t
-		names, _ := d.Readdirnames(-1)
-		d.Seek(0, 0)
-		if len(names) != 1 || unix.Lstat(name, &st) != nil {
-			t.Fatalf("left behind: %v", names)
+		if race {
+			onlyName(t, d, name, err, errChanged, "AGENT")
+		} else {
+			onlyName(t, d, name, err, nil, "GUARD")
 		}
 	}
 }
@@ -194,55 +164,24 @@ func TestSwapInNeverOverwritesARacingWrite(t *testing.T) {
 // it must end at the name, not be dropped with the guard's temp.
 func TestSwapInKeepsASecondRacingWrite(t *testing.T) {
 	for _, inPlace := range []bool{false, true} {
-		dir := t.TempDir()
-		d, err := os.Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dirfd := int(d.Fd())
-		name := filepath.Join(dir, "cred.json")
-		decided := []byte("A")
-		if err := os.WriteFile(name, decided, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		tmp, err := createTemp(dirfd, "cred.json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tmp.fill([]byte("GUARD"), -1, -1, 0o600, false); err != nil {
-			t.Fatal(err)
-		}
+		d, name, tmp := swapFx(t)
 		calls := 0
 		still := func(cur []byte, err error) bool {
 			calls++
 			switch calls {
 			case 1: // the check passes; the first write lands right after
-				os.WriteFile(name+".agent", []byte("FIRST"), 0o600)
-				os.Rename(name+".agent", name)
+				renameIn(t, name, []byte("FIRST"))
 			case 2: // the exchange displaced FIRST; the second write lands now
 				if inPlace {
 					os.WriteFile(name, []byte("SECOND"), 0o600)
 				} else {
-					os.WriteFile(name+".agent", []byte("SECOND"), 0o600)
-					os.Rename(name+".agent", name)
+					renameIn(t, name, []byte("SECOND"))
 				}
 			}
-			return err == nil && bytes.Equal(cur, decided)
+			return stillA(cur, err)
 		}
-		var kept string
-		kept, err = swapIn(dirfd, tmp.name, "cred.json", -1, still, byRank)
-		if kept != "" {
-			recheckAt(dirfd, kept, "cred.json", -1, sha256.Sum256(decided), []byte("GUARD"), byRank)
-		}
-		got, _ := os.ReadFile(name)
-		if !errors.Is(err, errChanged) || string(got) != "SECOND" {
-			t.Fatalf("in place %v: err %v, file %q; want errChanged and the second write", inPlace, err, got)
-		}
-		names, _ := d.Readdirnames(-1)
-		d.Close()
-		if len(names) != 1 {
-			t.Fatalf("in place %v: left behind: %v", inPlace, names)
-		}
+		_, err := swapIn(int(d.Fd()), tmp, "cred.json", -1, still, byRank)
+		onlyName(t, d, name, err, errChanged, "SECOND")
 	}
 }
 
@@ -278,13 +217,9 @@ func TestRecheckKeepsALateInPlaceWrite(t *testing.T) {
 			}
 		}
 		f.Close()
-		wrote := recheckAt(dirfd, kept, "cred.json", -1, sha256.Sum256([]byte("A")), []byte("GUARD"), byRank)
-		want := map[bool]string{false: "GUARD", true: "AGENT"}[late]
-		got, _ := os.ReadFile(name)
-		d.Seek(0, 0)
-		names, _ := d.Readdirnames(-1)
-		if wrote != late || string(got) != want || len(names) != 1 {
-			t.Fatalf("late write %v: recheck %v, file %q, dir %v; want %q alone", late, wrote, got, names, want)
+		if wrote := recheckAt(dirfd, kept, "cred.json", -1, sha256.Sum256([]byte("A")), []byte("GUARD"), byRank); wrote != late {
+			t.Fatalf("late write %v: recheck saw a write: %v", late, wrote)
 		}
+		onlyName(t, d, name, nil, nil, map[bool]string{false: "GUARD", true: "AGENT"}[late])
 	}
 }
