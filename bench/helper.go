@@ -34,7 +34,7 @@ func helper(mode string, args []string) int {
 }
 
 // helperReap is the main child of the init under test, PID 2 of a new PID
-// namespace: a busybox shell forks N background sleeps and exits, so they
+// namespace: busybox shells fork N background sleeps and exit, so they
 // are re-parented to the init; once all exist, one kill(-1, SIGKILL) ends
 // every one of them at the same instant, and the time until /proc lists
 // nothing but the init and this helper (zombies stay listed until reaped)
@@ -53,7 +53,15 @@ func helperReap(args []string) error {
 	if os.Getppid() != 1 || procs() != 2 {
 		return fmt.Errorf("must run as the only child of PID 1 in a new PID namespace (unshare -p -f --mount-proc INIT -- ...); here the parent is %d and /proc lists %d processes", os.Getppid(), procs())
 	}
-	storm := exec.Command(args[1], "sh", "-c", `i=0; while [ $i -lt $1 ]; do sleep 100000 & i=$((i+1)); done`, "sh", args[0])
+	// Forked by groups of 100 subshells, each with its own parent: one
+	// busybox shell forking all of them scans a job list that grows with
+	// every fork (10,000 took over 10 minutes on a 2-core VM).
+	storm := exec.Command(args[1], "sh", "-c", `left=$1
+while [ $left -gt 0 ]; do
+	k=$(( left < 100 ? left : 100 )); left=$((left-k))
+	( i=0; while [ $i -lt $k ]; do sleep 100000 & i=$((i+1)); done ) &
+done
+wait`, "sh", args[0])
 	storm.Stderr = os.Stderr
 	if err := storm.Run(); err != nil {
 		return fmt.Errorf("spawn the orphans: %w", err)
