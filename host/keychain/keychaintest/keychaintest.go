@@ -9,15 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/caw-dev/caw/host/keychain"
 	"github.com/caw-dev/caw/host/keychain/internal/fakedb"
+	"github.com/caw-dev/caw/internal/testenv"
 )
 
 // Modes of the fake keychain.
@@ -27,34 +25,6 @@ const (
 	Deny     = fakedb.Deny
 	Cancel   = fakedb.Cancel
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// build compiles the fake once per test binary, into a directory that
-// lives as long as the process (tests in one package share it).
-func build() (string, error) {
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "caw-fakesecurity-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		binPath = filepath.Join(dir, "fakesecurity")
-		cmd := exec.Command(goBin, "build", "-o", binPath, "github.com/caw-dev/caw/host/keychain/internal/fakesecurity")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build fakesecurity: %v\n%s", err, out)
-		}
-	})
-	return binPath, buildErr
-}
 
 // Fake is one fake keychain and the security tool that serves it.
 type Fake struct {
@@ -68,10 +38,7 @@ type Fake struct {
 // New builds (once) the fake tool and gives it an empty keychain.
 func New(t testing.TB) *Fake {
 	t.Helper()
-	bin, err := build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testenv.Build(t, "github.com/caw-dev/caw/host/keychain/internal/fakesecurity")
 	dir := t.TempDir()
 	f := &Fake{Path: filepath.Join(dir, "security"), db: filepath.Join(dir, "keychain.json"), t: t}
 	script := fmt.Sprintf("#!/bin/sh\nFAKE_SECURITY_DB='%s' exec '%s' \"$@\"\n", f.db, bin)
