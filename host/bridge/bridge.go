@@ -153,6 +153,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 		case i := <-b.settleC:
 			p := b.pairs[i]
+			p.settle = nil
 			if p.owed[Keychain] || p.owed[Mirror] {
 				p.sync(nil, true)
 			}
@@ -374,7 +375,11 @@ func (p *pair) syncOnce(have map[Side]view, settle bool) bool {
 	case Wait:
 		p.b.o.Logf(2, "%s: the %s is %s; waiting for its writer", p.Agent, d.Dst, v[d.Dst].st.State)
 		p.owed[d.Dst] = true
-		p.armSettle()
+		// Quiet means unchanged: only a change of the torn side (its
+		// writer at work) restarts the wait, not another look at it.
+		if in.Changed[d.Dst] || p.settle == nil {
+			p.armSettle()
+		}
 		return false
 	}
 	if d.Regression && p.limitWriteBack(d.Dst) {

@@ -292,8 +292,24 @@ func TestSymlinkMirrorRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.fake.Set(r.item, b)
-	r.waitRuns(5)
+	// The bridge owes the mirror b, waits for the "torn" mirror to settle,
+	// then tries to write: refused, or through the link.
+	r.eventually("a write attempt", func() bool {
+		got, _ := os.ReadFile(target)
+		return string(got) != "do not touch" || r.log.has("cannot write the mirror")
+	})
 	if got, _ := os.ReadFile(target); string(got) != "do not touch" {
 		t.Fatalf("the bridge wrote through a symlink: %q", got)
 	}
+}
+
+// A mirror left torn (its writer died mid-write) gets the Keychain's
+// fresher login once it has stayed quiet, even with reads more frequent
+// than the settle delay.
+func TestTornMirrorSettles(t *testing.T) {
+	a, b := cred("a", 1), cred("b", 2)
+	r := start(t, a, a, 20*time.Millisecond)
+	r.writeInPlace(a[:len(a)/2])
+	r.fake.Set(r.item, b)
+	r.eventually("the torn mirror to get the fresher login", func() bool { return bytes.Equal(r.readMirror(), b) })
 }
