@@ -32,7 +32,14 @@ func keychainItem(a agents.Agent, env agents.Env, user string) (keychain.Item, b
 	}
 	switch a.Name {
 	case "claude":
-		return keychain.ClaudeItem(user, get("CLAUDE_CONFIG_DIR")), true
+		// Newer Claude Code builds name the item after
+		// CLAUDE_SECURESTORAGE_CONFIG_DIR when it is set (public reports;
+		// which of the two wins when both are set is a guess).
+		dir := get("CLAUDE_SECURESTORAGE_CONFIG_DIR")
+		if dir == "" {
+			dir = get("CLAUDE_CONFIG_DIR")
+		}
+		return keychain.ClaudeItem(user, dir), true
 	case "codex":
 		home := get("CODEX_HOME")
 		if home == "" || !filepath.IsAbs(home) {

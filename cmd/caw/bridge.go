@@ -89,6 +89,12 @@ func cmdBridge(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(cfg.Pairs) == 0 {
+		// Success, so launchd does not restart it: setup found no login
+		// in the Keychain last time.
+		fmt.Fprintf(c.App.ErrWriter, "caw bridge: nothing to bridge: %s names no Keychain item (caw setup writes one when a login is in the Keychain)\n", p)
+		return nil
+	}
 	verbosity := c.Count("verbose")
 	stderr := c.App.ErrWriter
 	logf := func(level int, format string, args ...any) {

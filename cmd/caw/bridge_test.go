@@ -105,4 +105,7 @@ func TestBridgeWithoutKeychain(t *testing.T) {
 	caw(t, home, nil, "bridge").want(t, 1, "", "no security tool here")
 	caw(t, home, []string{"CAW_SECURITY=/nonexistent"}, "bridge").want(t, 1, "", "run caw setup first")
 	caw(t, home, nil, "setup", "--install-agent").want(t, 0, "No login is in the Keychain", "")
+	// An empty config ends with success, so launchd does not restart it.
+	writeFile(t, filepath.Join(home, ".caw/keychain/bridge.json"), `{"version":1,"pairs":[]}`)
+	caw(t, home, []string{"CAW_SECURITY=/nonexistent"}, "bridge").want(t, 0, "", "nothing to bridge")
 }

@@ -425,7 +425,7 @@ func (p *pair) limitWriteBack(dst Side) bool {
 }
 
 // write puts src's content on dst, whose content was cur; it reports
-// whether the mirror changed under it (decide again).
+// whether dst changed under it (decide again).
 func (p *pair) write(dst Side, src, cur view) bool {
 	var err error
 	if dst == Mirror {
@@ -444,6 +444,17 @@ func (p *pair) write(dst Side, src, cur view) bool {
 			return false
 		}
 	} else {
+		// security has no compare-and-swap: look again just before
+		// writing, so a refresh on the Mac since the decision is decided
+		// on rather than overwritten (a window of one exec remains).
+		now, ok := p.readKeychain()
+		if !ok {
+			p.owed[Keychain], p.retry = true, true
+			return false
+		}
+		if now.sum != cur.sum {
+			return true
+		}
 		ctx, cancel := context.WithTimeout(p.b.ctx, keychainTimeout)
 		err = p.b.o.Store.Write(ctx, p.Item, src.data)
 		cancel()

@@ -66,8 +66,9 @@ const ClaudeService = "Claude Code-credentials"
 
 // ClaudeItem is where Claude Code on macOS keeps its login: service
 // "Claude Code-credentials", account the user's login name; with
-// CLAUDE_CONFIG_DIR set (configDir non-empty, as given), the service gets
-// "-" and the first 8 hex digits of the SHA-256 of that directory.
+// CLAUDE_CONFIG_DIR set (configDir non-empty, as given, not resolved), the
+// service gets "-" and the first 8 hex digits of the SHA-256 of that
+// directory. (From public reports of Claude Code, which is closed source.)
 func ClaudeItem(user, configDir string) Item {
 	svc := ClaudeService
 	if configDir != "" {
