@@ -126,15 +126,16 @@ func (m *mirrorer) locate(a agents.Agent, env agents.Env, credPath string) (mirr
 	return mirror, item, true
 }
 
-// mkdirPrivate makes dir (mode 0700) unless it exists as a real directory;
-// a symlink there is refused.
+// mkdirPrivate makes dir (mode 0700) unless it exists as a real directory,
+// whose mode is the user's choice (the mirrors in it are 0600); a symlink
+// there is refused.
 func mkdirPrivate(dir string) error {
 	fi, err := os.Lstat(dir)
 	if err == nil {
 		if !fi.IsDir() {
 			return fmt.Errorf("%s is not a directory (remove it)", dir)
 		}
-		return os.Chmod(dir, 0o700)
+		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return err
