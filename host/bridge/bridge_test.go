@@ -174,8 +174,10 @@ func TestKeychainRefreshReachesMirror(t *testing.T) {
 func TestMirrorRefreshReachesKeychainByEvent(t *testing.T) {
 	a, c := cred("a", 1), cred("c", 3)
 	r := start(t, a, a, time.Hour)
+	t0 := time.Now()
 	r.writeInPlace(c)
 	r.eventually("the Keychain to take the mirror's refresh", func() bool { return bytes.Equal(r.keychain(), c) })
+	t.Logf("mirror to Keychain: %v (polled every 10ms)", time.Since(t0).Round(time.Millisecond))
 	r.fake.CheckArgv(a, c, []byte("rt-c-SECRET"))
 }
 
