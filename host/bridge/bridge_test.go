@@ -315,3 +315,70 @@ func TestTornMirrorSettles(t *testing.T) {
 	r.fake.Set(r.item, b)
 	r.eventually("the torn mirror to get the fresher login", func() bool { return bytes.Equal(r.readMirror(), b) })
 }
+
+// raceStore is the real backend, plus a refresh on the Mac landing at the
+// worst moment: right after the read a decision was taken on.
+type raceStore struct {
+	keychain.Security
+	mu     sync.Mutex
+	reads  int
+	atRead int
+	hit    func()
+}
+
+func (s *raceStore) Read(ctx context.Context, it keychain.Item) ([]byte, error) {
+	s.mu.Lock()
+	s.reads++
+	if s.reads == s.atRead && s.hit != nil {
+		s.hit()
+	}
+	s.mu.Unlock()
+	return s.Security.Read(ctx, it)
+}
+
+// The bridge looks at the Keychain again before writing it: a refresh on
+// the Mac between its decision and its write is decided on, not lost.
+func TestKeychainRefreshBeforeWriteNotLost(t *testing.T) {
+	a, c, d := cred("a", 1), cred("c", 3), cred("d", 4)
+	f := keychaintest.New(t)
+	item := keychain.ClaudeItem("alice", "")
+	f.Set(item, a)
+	mirror := filepath.Join(t.TempDir(), ".credentials.json")
+	os.WriteFile(mirror, a, 0o600)
+	st := &raceStore{Security: f.Store()}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	lg := &logs{}
+	go func() {
+		done <- bridge.Run(ctx, bridge.Options{
+			Pairs: []bridge.Pair{{Agent: "claude", Format: "claude", Item: item, Mirror: mirror}},
+			Store: st, Interval: time.Hour, Logf: lg.logf, Ready: func() { close(ready) },
+		})
+	}()
+	<-ready
+	st.mu.Lock()
+	// The mirror's change makes one read (the decision), then the
+	// re-read before the write: the Mac refreshes just before it.
+	st.atRead, st.hit = st.reads+2, func() { f.Set(item, d) }
+	st.mu.Unlock()
+	f2, _ := os.OpenFile(mirror, os.O_WRONLY|os.O_TRUNC, 0)
+	f2.Write(c)
+	f2.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := os.ReadFile(mirror)
+		if bytes.Equal(bytes.TrimRight(got, " "), d) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror holds %q, want the Mac's refresh d; log:\n%s", got, lg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if got, _ := f.Get(item); !bytes.Equal(got, d) {
+		t.Fatalf("the Keychain holds %q: the Mac's refresh was overwritten", got)
+	}
+}
