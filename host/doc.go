@@ -15,6 +15,11 @@
 //     read-only at /tmp/caw_auth and each credential read-write at its place
 //     under it; Render prints them as shell words, a JSON argv array, a
 //     compose volumes: snippet or a devcontainer "mounts" array.
+//   - On macOS (SetupOptions.Keychain), Setup also finds logins held in
+//     the Keychain (packages keychain and bridge): each gets a mirror file
+//     outside the staging dir (~/.caw/keychain/<agent>/, mode 0600) that
+//     stands for the credential from then on, and a bridge config for
+//     `caw bridge`, which keeps Keychain and mirror in sync.
 //   - Teardown removes the staging dir and never touches host credentials.
 //     Containers still running from it lose their credential mounts (the
 //     kernel detaches a mount whose mount point is removed), so stop them

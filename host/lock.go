@@ -7,7 +7,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/caw-dev/caw/agents"
 )
@@ -66,7 +67,8 @@ func listTypes(root *os.Root, p string) (map[string]fs.FileMode, error) {
 		return nil, err
 	}
 	defer parent.Close()
-	fd, err := syscall.Openat(int(parent.Fd()), path.Base(p), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	// x/sys/unix rather than syscall: it has openat on darwin too.
+	fd, err := unix.Openat(int(parent.Fd()), path.Base(p), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
 	}

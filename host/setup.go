@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/agents"
+	"github.com/caw-dev/caw/host/keychain"
 	"github.com/caw-dev/caw/manifest"
 )
 
@@ -40,6 +41,17 @@ type SetupOptions struct {
 	// host user's uid can then reach the mounted host files directly,
 	// bypassing the guard (with bind-dir, the whole host directory).
 	UnlockedMounts bool
+	// Keychain, when set (on macOS), is searched for each agent's login
+	// (Claude Code's, Codex's in keyring mode). One found there is kept in
+	// a mirror file under MirrorDir, which stands for the credential from
+	// then on (mounted, classified), and which caw bridge keeps in sync
+	// with the Keychain.
+	Keychain keychain.Store
+	// KeychainUser is the account of Claude Code's item ($USER).
+	KeychainUser string
+	// MirrorDir holds the mirrors and the bridge's config (default
+	// ~/.caw/keychain under SourceHome); never inside AuthDir.
+	MirrorDir string
 }
 
 // StagedAgent is one agent setup staged.
@@ -49,6 +61,8 @@ type StagedAgent struct {
 	Credential string        // host path
 	Status     agents.Status // of the host credential at setup time
 	Configs    []string      // host paths of the configs staged
+	// Keychain is the item the credential mirrors, nil for a plain file.
+	Keychain *keychain.Item
 }
 
 // SetupResult says what setup did.
@@ -59,6 +73,9 @@ type SetupResult struct {
 	// Warnings are problems that did not stop setup: skipped agents and
 	// files, credentials that are not valid.
 	Warnings []string
+	// BridgeConfig is the bridge config setup wrote ("" when no
+	// credential is in the Keychain).
+	BridgeConfig string
 }
 
 // Setup stages the agents' configs and credential mount targets in
@@ -101,6 +118,20 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 		names = agents.Names()
 	}
 	env := agents.Env{Home: srcHome, Getenv: opts.Getenv}
+	var mir *mirrorer
+	if opts.Keychain != nil {
+		dir := opts.MirrorDir
+		if dir == "" {
+			dir = DefaultMirrorDir(srcHome)
+		}
+		if dir, err = absClean(dir); err != nil {
+			return nil, err
+		}
+		if err := checkMirrorDir(dir, authDir); err != nil {
+			return nil, err
+		}
+		mir = &mirrorer{store: opts.Keychain, user: opts.KeychainUser, dir: dir, now: now(), warn: warn}
+	}
 	m := &manifest.Manifest{
 		Version: manifest.Version, CreatedAt: now().UTC().Format(time.RFC3339),
 		HostHome: srcHome, ContainerHome: ctrHome, MountPoint: manifest.DefaultMountPoint,
@@ -131,6 +162,12 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 			strat = s
 		}
 		credPath := a.Credential.Locate(env)
+		var kcItem *keychain.Item
+		if mir != nil {
+			if p, it, ok := mir.locate(a, env, credPath); ok {
+				credPath, kcItem = p, &it
+			}
+		}
 		data, _, err := readRegular(credPath, maxCredentialSize, true)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -167,7 +204,7 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 				name, old, mt, name)
 		}
 		ag := manifest.Agent{Files: []manifest.File{cred}}
-		sa := StagedAgent{Name: name, Strategy: strat, Credential: credPath, Status: st}
+		sa := StagedAgent{Name: name, Strategy: strat, Credential: credPath, Status: st, Keychain: kcItem}
 		for _, c := range a.Configs {
 			p := c.Locate(env)
 			raw, _, err := readRegular(p, maxConfigSize, false)
@@ -227,6 +264,11 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 		return res, err
 	}
 	res.Manifest = m
+	if mir != nil {
+		if res.BridgeConfig, err = mir.save(); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
 

@@ -148,6 +148,7 @@ func commands() []*cli.Command {
 				&cli.StringFlag{Name: "user", Usage: "container user caw-init runs the command as (recorded in the manifest)"},
 				&cli.StringSliceFlag{Name: "strategy", Usage: "AGENT=STRATEGY, credential strategy bind or bind-dir (repeatable)"},
 				&cli.BoolFlag{Name: "unlocked-mounts", Usage: "no lock dir, for docker run --user (non-root caw-init); a container user with your uid can then write the host credentials directly"},
+				&cli.BoolFlag{Name: "install-agent", Usage: "macOS: install and load a launchd LaunchAgent running caw bridge, which keeps Keychain-held logins and their mirrors in sync"},
 			},
 			Action: cmdSetup,
 		}),
@@ -186,6 +187,7 @@ func commands() []*cli.Command {
 			},
 			Action: cmdTeardown,
 		}),
+		withUsage(bridgeCommand()),
 		withUsage(&cli.Command{
 			Name:  "completion",
 			Usage: "print a bash completion script: source <(caw completion)",
@@ -222,10 +224,14 @@ func cmdSetup(c *cli.Context) error {
 	if src == "" {
 		src, _ = os.UserHomeDir()
 	}
-	res, err := host.Setup(host.SetupOptions{
+	opts := host.SetupOptions{
 		AuthDir: dir, SourceHome: src, ContainerHome: c.String("container-home"), User: c.String("user"),
 		Agents: names, Strategies: strats, Getenv: os.Getenv, UnlockedMounts: c.Bool("unlocked-mounts"),
-	})
+	}
+	if store := keychainStore(); store != nil {
+		opts.Keychain, opts.KeychainUser = store, loginName()
+	}
+	res, err := host.Setup(opts)
 	if res != nil {
 		for _, w := range res.Warnings {
 			fmt.Fprintf(c.App.ErrWriter, "caw: warning: %s\n", w)
@@ -245,6 +251,22 @@ func cmdSetup(c *cli.Context) error {
 		}
 	}
 	tw.Flush()
+	for _, a := range res.Agents {
+		if a.Keychain != nil {
+			fmt.Fprintf(w, "  %s: the login is in the Keychain (%s); %s mirrors it, outside staging\n", a.Name, a.Keychain, a.Credential)
+		}
+	}
+	if res.BridgeConfig != "" && hasKeychain(res.Agents) {
+		if c.Bool("install-agent") {
+			if err := installAgent(c, res.BridgeConfig); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintln(w, "Keep the Keychain and the mirrors in sync: caw bridge (foreground), or caw setup --install-agent (launchd)")
+		}
+	} else if c.Bool("install-agent") {
+		fmt.Fprintln(w, "No login is in the Keychain: no bridge agent needed, none installed.")
+	}
 	if c.Bool("unlocked-mounts") {
 		fmt.Fprintln(w, "Mounts unlocked (--unlocked-mounts): a container user with your uid can write the host credentials directly.")
 	} else {
@@ -350,6 +372,15 @@ func cmdTeardown(c *cli.Context) error {
 		fmt.Fprintf(w, "Removed %s (host credentials untouched)\n", res.AuthDir)
 	}
 	return nil
+}
+
+func hasKeychain(list []host.StagedAgent) bool {
+	for _, a := range list {
+		if a.Keychain != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(list []string, s string) bool {

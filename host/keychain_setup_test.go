@@ -1,0 +1,180 @@
+package host
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caw-dev/caw/host/bridge"
+	"github.com/caw-dev/caw/host/keychain"
+	"github.com/caw-dev/caw/host/keychain/keychaintest"
+	"github.com/caw-dev/caw/manifest"
+)
+
+// macHome is a home as Claude Code and Codex (keyring mode) leave it on a
+// Mac: configs on disk, the logins in the Keychain only.
+func macHome(t *testing.T) (string, *keychaintest.Fake) {
+	t.Helper()
+	home := fakeHome(t)
+	os.Remove(filepath.Join(home, ".claude/.credentials.json"))
+	os.Remove(filepath.Join(home, ".codex/auth.json"))
+	f := keychaintest.New(t)
+	f.Set(keychain.ClaudeItem("alice", ""), []byte(claudeCred(now.Add(5*time.Hour))))
+	f.Set(keychain.CodexItem(filepath.Join(home, ".codex")), []byte(codexCred(now.Add(time.Hour))))
+	return home, f
+}
+
+func withKeychain(f *keychaintest.Fake) func(*SetupOptions) {
+	return func(o *SetupOptions) { o.Keychain = f.Store(); o.KeychainUser = "alice" }
+}
+
+func TestSetupKeychainMirrors(t *testing.T) {
+	home, f := macHome(t)
+	res, dir := setup(t, home, withKeychain(f))
+	mirrors := filepath.Join(home, ".caw", "keychain")
+	want := map[string]string{
+		"claude": filepath.Join(mirrors, "claude", ".credentials.json"),
+		"codex":  filepath.Join(mirrors, "codex", "auth.json"),
+	}
+	for _, a := range res.Agents {
+		w, ok := want[a.Name]
+		if !ok {
+			if a.Keychain != nil {
+				t.Errorf("%s: mirrored, but its login is a file", a.Name)
+			}
+			continue
+		}
+		if a.Credential != w || a.Keychain == nil || !a.Status.State.Usable() {
+			t.Errorf("%s: credential %s (%v, keychain %v), want the mirror %s", a.Name, a.Credential, a.Status.State, a.Keychain, w)
+		}
+		kc, _ := f.Get(*a.Keychain)
+		data, err := os.ReadFile(w)
+		if err != nil || string(data) != string(kc) {
+			t.Errorf("%s: mirror holds %q (%v), want the Keychain's %q", a.Name, data, err, kc)
+		}
+		if fi, _ := os.Stat(w); fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mirror mode %v", a.Name, fi.Mode().Perm())
+		}
+		if fi, _ := os.Stat(filepath.Dir(w)); fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: mirror dir mode %v", a.Name, fi.Mode().Perm())
+		}
+	}
+	m, err := manifest.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range m.Entries() {
+		if e.Type == manifest.TypeCredential && want[e.Agent] != "" {
+			if rel, _ := filepath.Rel(home, want[e.Agent]); e.HostOriginal != rel {
+				t.Errorf("%s: host_original %s, want %s", e.Agent, e.HostOriginal, rel)
+			}
+		}
+	}
+	for p, v := range snapshot(t, dir) {
+		for _, s := range secrets {
+			if strings.Contains(v, s) {
+				t.Errorf("staging %s holds a secret (%s)", p, s)
+			}
+		}
+	}
+	// docker-flags mounts the mirrors like any host credential.
+	mounts, err := DockerFlags(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, mt := range mounts[1:] {
+		got[mt.Target] = mt.Source
+	}
+	if got["/tmp/caw_auth/claude/mnt/config-dir"] != filepath.Join(mirrors, "claude") || got["/tmp/caw_auth/codex/mnt/auth.json"] != want["codex"] {
+		t.Errorf("mounts %v", got)
+	}
+	// The bridge's config names both pairs, and no secret.
+	cfg, err := bridge.LoadConfig(res.BridgeConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Pairs) != 2 || cfg.Pairs[0].Agent != "claude" || cfg.Pairs[0].Mirror != want["claude"] || cfg.Pairs[0].Item.Service != keychain.ClaudeService ||
+		cfg.Pairs[1].Agent != "codex" || cfg.Pairs[1].Item.Service != keychain.CodexService {
+		t.Errorf("bridge config %+v", cfg)
+	}
+	raw, _ := os.ReadFile(res.BridgeConfig)
+	for _, s := range secrets {
+		if strings.Contains(string(raw), s) {
+			t.Errorf("bridge config holds a secret (%s)", s)
+		}
+	}
+	f.CheckArgv([]byte(claudeAccess), []byte(claudeRefresh), []byte(codexRefresh))
+}
+
+func TestSetupKeychainClaudeConfigDir(t *testing.T) {
+	home, f := macHome(t)
+	cfgDir := filepath.Join(home, "work-claude")
+	writeFile(t, filepath.Join(cfgDir, ".claude.json"), claudeJSON)
+	it := keychain.ClaudeItem("alice", cfgDir)
+	f.Set(it, []byte(claudeCred(now.Add(2*time.Hour))))
+	res, _ := setup(t, home, withKeychain(f), func(o *SetupOptions) {
+		o.Agents = []string{"claude"}
+		o.Getenv = envOf("CLAUDE_CONFIG_DIR", cfgDir)
+	})
+	if a := res.Agents[0]; a.Keychain == nil || *a.Keychain != it {
+		t.Fatalf("claude mirrors %v, want %v", a.Keychain, it)
+	}
+}
+
+// A mirror fresher than the Keychain holds a container's refresh no bridge
+// has carried yet: setup keeps it.
+func TestSetupKeepsFresherMirror(t *testing.T) {
+	home, f := macHome(t)
+	setup(t, home, withKeychain(f))
+	mirror := filepath.Join(home, ".caw/keychain/claude/.credentials.json")
+	fresher := claudeCred(now.Add(9 * time.Hour))
+	writeFile(t, mirror, fresher)
+	res, _ := setup(t, home, withKeychain(f))
+	if data, _ := os.ReadFile(mirror); string(data) != fresher {
+		t.Fatalf("setup overwrote the fresher mirror with %q", data)
+	}
+	if !hasWarning(res.Warnings, "holds a fresher login than the Keychain") {
+		t.Errorf("warnings %q", res.Warnings)
+	}
+}
+
+// The file wins when it is fresher; a locked keychain falls back to files.
+func TestSetupKeychainFallbacks(t *testing.T) {
+	home, f := macHome(t)
+	writeFile(t, filepath.Join(home, ".claude/.credentials.json"), claudeCred(now.Add(8*time.Hour)))
+	res, _ := setup(t, home, withKeychain(f), func(o *SetupOptions) { o.Agents = []string{"claude"} })
+	if a := res.Agents[0]; a.Keychain != nil || a.Credential != filepath.Join(home, ".claude/.credentials.json") {
+		t.Errorf("fresher file: credential %s, keychain %v", a.Credential, a.Keychain)
+	}
+	f.SetMode(keychaintest.Locked)
+	res, _ = setup(t, home, withKeychain(f), func(o *SetupOptions) { o.Agents = []string{"claude"} })
+	if a := res.Agents[0]; a.Keychain != nil || !hasWarning(res.Warnings, "keychain is locked") {
+		t.Errorf("locked: keychain %v, warnings %q", a.Keychain, res.Warnings)
+	}
+}
+
+func TestSetupMirrorDirInsideStaging(t *testing.T) {
+	home, f := macHome(t)
+	auth := filepath.Join(t.TempDir(), "auth")
+	_, err := Setup(SetupOptions{AuthDir: auth, SourceHome: home, Now: clock, Keychain: f.Store(), KeychainUser: "alice", MirrorDir: filepath.Join(auth, "kc")})
+	var ue *UsageError
+	if !errors.As(err, &ue) {
+		t.Fatalf("Setup: %v, want a usage error", err)
+	}
+	if _, err := os.Stat(auth); !errors.Is(err, os.ErrNotExist) {
+		t.Error("staging was written")
+	}
+}
+
+func hasWarning(ws []string, sub string) bool {
+	for _, w := range ws {
+		if strings.Contains(w, sub) {
+			return true
+		}
+	}
+	return false
+}
