@@ -3,8 +3,14 @@ package guard
 // This file is the only code that touches the container user's home. The
 // guard runs as root and the home belongs to an unprivileged user who can
 // plant symlinks, hard links, FIFOs, devices, huge files, or swap a directory
-// for a symlink at any instant, so every operation here follows two rules:
+// for a symlink at any instant, so every operation here follows three rules:
 //
+//  0. It runs with the user's filesystem identity (safefs.As: setfsuid,
+//     setfsgid and the user's groups on a locked thread), so the kernel's
+//     permission checks are the user's: root's privileges never touch a
+//     path in the home, what it creates is the user's without a chown, and
+//     a directory the user cannot write (a root-owned volume in the home)
+//     the guard cannot write either.
 //  1. A parent directory is resolved through one os.Root opened on the home,
 //     which refuses any path (symlinks included) that leaves the home.
 //  2. The final component is always handled with a *at syscall on that
@@ -32,12 +38,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caw-dev/caw/internal/safefs"
 	"golang.org/x/sys/unix"
 )
 
-// maxCredSize caps what the guard reads from any credential or config file.
-// Real credentials are a few KiB; a bigger file is hostile or not ours.
-const maxCredSize = 1 << 20
+// maxCredSize caps a synced credential, read or written. Real ones are under
+// 8 KiB; a bigger file is hostile or not ours, and is reported, not synced.
+const maxCredSize = 64 << 10
+
+// maxCopySize caps a copied (copy strategy) file: configs can be larger
+// than credentials, and are copied once.
+const maxCopySize = 1 << 20
 
 // tmpMarker is in the name of every temp file the guard creates, so stale
 // ones (a SIGKILL between create and rename) are recognisable.
@@ -56,15 +67,21 @@ func (e *hostileError) Error() string { return e.path + ": " + e.why }
 // write, so the decision must be taken again on the new content.
 var errChanged = errors.New("changed while writing")
 
-// homeFS is root's view of the user's home.
+// homeFS is the guard's view of the user's home: every method runs as the
+// user (rule 0).
 type homeFS struct {
 	root     *os.Root
 	dir      string // absolute path, for messages and inotify
 	uid, gid int
+	user     safefs.User
 }
 
+// as runs fn with the user's filesystem identity.
+func (h *homeFS) as(fn func() error) error { return safefs.As(h.user, fn) }
+
 // openHome opens (creating it when missing) the user's home.
-func openHome(dir string, uid, gid int) (*homeFS, error) {
+func openHome(dir string, u safefs.User) (*homeFS, error) {
+	uid, gid := u.UID, u.GID
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		// The home's parent (/home, /) belongs to root, not to the user, so
 		// creating the path by name is safe; only the home itself is theirs.
@@ -82,7 +99,7 @@ func openHome(dir string, uid, gid int) (*homeFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open home %s: %w", dir, err)
 	}
-	return &homeFS{root: r, dir: dir, uid: uid, gid: gid}, nil
+	return &homeFS{root: r, dir: dir, uid: uid, gid: gid, user: u}, nil
 }
 
 func (h *homeFS) close() error { return h.root.Close() }
@@ -115,39 +132,41 @@ func (h *homeFS) openDir(rel string) (*os.File, string, error) {
 	return d, base, nil
 }
 
-// mkdirParents creates rel's missing parent directories, owned by the user,
-// mode 0700. Existing ones are left as they are.
+// mkdirParents creates rel's missing parent directories, mode 0700, as the
+// user (so they are the user's, and only where the user may create them).
+// Existing ones are left as they are.
 func (h *homeFS) mkdirParents(rel string) error {
 	dir := path.Dir(rel)
 	if dir == "." {
 		return nil
 	}
-	parts := strings.Split(dir, "/")
-	for i := range parts {
-		p := path.Join(parts[:i+1]...)
-		err := h.root.Mkdir(p, 0o700)
-		if errors.Is(err, fs.ErrExist) {
-			continue
+	return h.as(func() error {
+		parts := strings.Split(dir, "/")
+		for i := range parts {
+			p := path.Join(parts[:i+1]...)
+			err := h.root.Mkdir(p, 0o700)
+			if errors.Is(err, fs.ErrExist) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("create %s in home: %w", p, err)
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("create %s in home: %w", p, err)
-		}
-		d, base, err := h.openDir(p)
-		if err != nil {
-			return fmt.Errorf("create %s in home: %w", p, err)
-		}
-		err = chownDirNoFollow(int(d.Fd()), base, h.uid, h.gid)
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("chown %s in home: %w", p, err)
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // read returns rel's whole content. A missing file gives an error matching
 // fs.ErrNotExist; anything hostile a *hostileError.
-func (h *homeFS) read(rel string) ([]byte, error) {
+func (h *homeFS) read(rel string) (data []byte, err error) {
+	h.as(func() error {
+		data, err = h.readAsUser(rel)
+		return nil
+	})
+	return data, err
+}
+
+func (h *homeFS) readAsUser(rel string) ([]byte, error) {
 	d, base, err := h.openDir(rel)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -199,46 +218,15 @@ func readFD(fd int, label string, owner int) (data []byte, again bool, err error
 		return nil, false, &hostileError{label, "has several hard links"}
 	case owner >= 0 && int(st.Uid) != owner:
 		return nil, false, &hostileError{label, fmt.Sprintf("is owned by uid %d, not %d", st.Uid, owner)}
-	case st.Size > maxCredSize:
+	}
+	data, err = safefs.ReadFD(fd, st.Size, maxCredSize)
+	if errors.Is(err, safefs.ErrTooLarge) {
 		return nil, false, &hostileError{label, fmt.Sprintf("is larger than %d bytes", maxCredSize)}
 	}
-	data, err = readAllFD(fd, st.Size)
 	if err != nil {
 		return nil, false, fmt.Errorf("read %s: %w", label, err)
 	}
 	return data, false, nil
-}
-
-// readAllFD reads up to maxCredSize bytes from offset 0 without moving any
-// shared file offset.
-func readAllFD(fd int, size int64) ([]byte, error) {
-	buf := make([]byte, 0, min(max(size, 512)+1, maxCredSize+1))
-	for {
-		if len(buf) == cap(buf) {
-			if len(buf) > maxCredSize {
-				return nil, errors.New("larger than the size cap")
-			}
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := unix.Pread(fd, buf[len(buf):cap(buf)], int64(len(buf)))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return buf, nil
-		}
-		buf = buf[:len(buf)+n]
-		if int64(len(buf)) == size && len(buf) < cap(buf) {
-			// Exactly the size fstat gave, with room for more: a regular
-			// file had no more at that instant, so the read that would
-			// return 0 is skipped. A file growing under the read is a
-			// writer at work whose close brings another event.
-			return buf, nil
-		}
-	}
 }
 
 // replace atomically sets rel's content: a temp file created O_EXCL beside
@@ -248,6 +236,14 @@ func readAllFD(fd int, size int64) ([]byte, error) {
 // is rebuilt from the host at every start. kept names the displaced file
 // left for recheck.
 func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool, prefer preferFunc) (kept string, err error) {
+	h.as(func() error {
+		kept, err = h.replaceAsUser(rel, data, perm, still, prefer)
+		return nil
+	})
+	return kept, err
+}
+
+func (h *homeFS) replaceAsUser(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool, prefer preferFunc) (kept string, err error) {
 	d, base, err := h.openDir(rel)
 	if err != nil {
 		return "", fmt.Errorf("write %s in home: %w", rel, err)
@@ -258,7 +254,8 @@ func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(c
 	if err != nil {
 		return "", fmt.Errorf("write %s in home: %w", rel, err)
 	}
-	if err := tmp.fill(data, h.uid, h.gid, perm, false); err != nil {
+	// Created as the user: already the user's, no chown.
+	if err := tmp.fill(data, -1, -1, perm, false); err != nil {
 		unix.Unlinkat(dirfd, tmp.name, 0)
 		return "", fmt.Errorf("write %s in home: %w", rel, err)
 	}
@@ -274,13 +271,17 @@ func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(c
 
 // recheck deals with a file swapIn displaced and kept (see there) beside
 // rel: see recheckAt.
-func (h *homeFS) recheck(rel, kept string, was [32]byte, mine []byte, prefer preferFunc) bool {
-	d, base, err := h.openDir(rel)
-	if err != nil {
-		return false
-	}
-	defer d.Close()
-	return recheckAt(int(d.Fd()), kept, base, h.uid, was, mine, prefer)
+func (h *homeFS) recheck(rel, kept string, was [32]byte, mine []byte, prefer preferFunc) (changed bool) {
+	h.as(func() error {
+		d, base, err := h.openDir(rel)
+		if err != nil {
+			return nil
+		}
+		defer d.Close()
+		changed = recheckAt(int(d.Fd()), kept, base, h.uid, was, mine, prefer)
+		return nil
+	})
+	return changed
 }
 
 // preferFunc decides, after a swap found another writer's file displaced
@@ -410,12 +411,15 @@ func recheckAt(dirfd int, kept, name string, owner int, was [32]byte, mine []byt
 
 // removeStaleTemps deletes temp files a killed guard left beside rel.
 func (h *homeFS) removeStaleTemps(rel string) {
-	d, base, err := h.openDir(rel)
-	if err != nil {
-		return
-	}
-	defer d.Close()
-	removeTemps(d, base, 0)
+	h.as(func() error {
+		d, base, err := h.openDir(rel)
+		if err != nil {
+			return nil
+		}
+		defer d.Close()
+		removeTemps(d, base, 0)
+		return nil
+	})
 }
 
 // removeTemps deletes base's temp files in d older than age (0: all), never
@@ -466,8 +470,10 @@ func createTemp(dirfd int, base string) (*tempFile, error) {
 // data, optionally fsyncs, and closes it.
 func (t *tempFile) fill(data []byte, uid, gid int, perm fs.FileMode, sync bool) error {
 	defer unix.Close(t.fd)
-	if err := unix.Fchown(t.fd, uid, gid); err != nil {
-		return fmt.Errorf("chown: %w", err)
+	if uid >= 0 || gid >= 0 {
+		if err := unix.Fchown(t.fd, uid, gid); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
 	}
 	if err := unix.Fchmod(t.fd, uint32(perm.Perm())); err != nil {
 		return fmt.Errorf("chmod: %w", err)
@@ -502,7 +508,19 @@ func writeAll(fd int, data []byte) error {
 // planted can redirect the watch), with the descriptor to close once the
 // watch is added.
 func (h *homeFS) watchPath(rel string) (string, io.Closer, error) {
-	d, _, err := h.openDir(rel)
+	return h.watchDir(path.Dir(rel))
+}
+
+// watchDir is watchPath for the directory dir itself.
+func (h *homeFS) watchDir(dir string) (string, io.Closer, error) {
+	if dir == "" {
+		dir = "."
+	}
+	var d *os.File
+	err := h.as(func() (err error) {
+		d, err = h.root.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+		return err
+	})
 	if err != nil {
 		return "", nil, err
 	}
@@ -511,7 +529,7 @@ func (h *homeFS) watchPath(rel string) (string, io.Closer, error) {
 		// No /proc: fall back to the name, which only ever costs a useless
 		// watch (every read still goes through the checks above).
 		d.Close()
-		return path.Join(h.dir, path.Dir(rel)), io.NopCloser(nil), nil
+		return path.Join(h.dir, dir), io.NopCloser(nil), nil
 	}
 	return p, d, nil
 }

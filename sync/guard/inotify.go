@@ -40,6 +40,9 @@ type target struct {
 	c    *cred
 	side side
 	name string // "" on a file watch: every event counts
+	// up: a directory above the home copy's, watched for name; any event
+	// on it is reported as the home copy's directory moving.
+	up bool
 }
 
 type inotify struct {
@@ -156,7 +159,11 @@ func (in *inotify) run(handle func([]dirty), overflow func()) {
 				if t.name != "" && t.name != name && (name != "" || ev.Mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED|unix.IN_ATTRIB) == 0) {
 					continue
 				}
-				batch = merge(batch, t, ev.Mask)
+				mask := ev.Mask
+				if t.up {
+					mask = unix.IN_MOVE_SELF
+				}
+				batch = merge(batch, t, mask)
 			}
 			if ev.Mask&unix.IN_IGNORED != 0 {
 				delete(in.wd, ev.Wd)
