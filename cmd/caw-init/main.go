@@ -26,8 +26,8 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/init/pid1"
-	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/init/privdrop"
+	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
 	"github.com/caw-dev/caw/sync/guard"
 )

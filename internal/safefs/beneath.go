@@ -118,7 +118,7 @@ func TrustDir(dir string) (*os.File, error) {
 		// RESOLVE_BENEATH refuses an absolute path: resolve it from /.
 		fd, err = openFromRoot(dir)
 	} else {
-		fd, err = Beneath(unix.AT_FDCWD, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOCTTY, false)
+		fd, err = Beneath(unix.AT_FDCWD, dir, unix.O_PATH|unix.O_DIRECTORY, false)
 	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
@@ -159,5 +159,5 @@ func openFromRoot(dir string) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
-	return Beneath(root, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOCTTY, false)
+	return Beneath(root, rel, unix.O_PATH|unix.O_DIRECTORY, false)
 }
