@@ -52,15 +52,15 @@ type Config struct {
 
 // Guard keeps home copies and host credentials in sync.
 type Guard struct {
-	cfg   Config
-	auth  *os.File // the staging dir
-	home  *homeFS
+	cfg  Config
+	auth *os.File // the staging dir
+	home *homeFS
 	// homeWds are each credential's watches on the home: its directory,
 	// then the directories above it (see watchHome).
 	homeWds map[*cred][]homeWatch
-	creds []*cred
-	in    *inotify
-	done  chan struct{}
+	creds   []*cred
+	in      *inotify
+	done    chan struct{}
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
