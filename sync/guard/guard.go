@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -242,7 +243,8 @@ const upMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_
 
 // watchHome watches the directory holding the home copy (agents replace
 // the file by rename, which a watch on the file itself would miss), and the
-// directories above it within the home, so that replacing any of them
+// directories above it within the home, as deep as they exist, each for the
+// name of the next one, so that moving, replacing or creating any of them
 // (mv ~/.claude ~/.claude.moved; mkdir ~/.claude) is followed.
 func (g *Guard) watchHome(c *cred) error {
 	rel := c.e.ContainerTarget
@@ -278,20 +280,23 @@ func (g *Guard) watchHome(c *cred) error {
 	return nil
 }
 
-// rewatchHome follows a home directory that was removed, renamed away or
-// replaced: it is recreated (as the user) if missing and watched again.
+// rewatchHome follows a home directory that was removed, moved away or
+// replaced, or a directory above it. One that was removed is recreated (as
+// the user); one moved away is not (the user is at work there: recreating
+// it would race them), and the watches above it report when it is back.
 func (g *Guard) rewatchHome(c *cred) {
 	for _, w := range g.homeWds[c] {
 		g.in.remove(w.wd, w.t)
 	}
 	delete(g.homeWds, c)
 	c.homeWd = -1
-	if err := g.home.mkdirParents(c.e.ContainerTarget); err != nil {
-		c.once("rewatch", 1, "%s: home changes are no longer synced: %v", c.name(), err)
-		return
+	if g.in.takeGone(c) {
+		if err := g.home.mkdirParents(c.e.ContainerTarget); err != nil {
+			c.once("rewatch", 1, "%s: home changes are not synced until %s exists: %v", c.name(), path.Dir(c.e.ContainerTarget), err)
+		}
 	}
-	if err := g.watchHome(c); err != nil {
-		c.once("rewatch", 1, "%s: home changes are no longer synced: %v", c.name(), err)
+	if err := g.watchHome(c); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.once("rewatch", 1, "%s: home changes are not synced until %s is a directory again: %v", c.name(), path.Dir(c.e.ContainerTarget), err)
 	}
 }
 

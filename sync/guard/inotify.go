@@ -50,6 +50,9 @@ type inotify struct {
 	stop int // an eventfd: readable once close was called
 	mu   sync.Mutex
 	wd   map[int32][]target
+	// gone records home copies whose directory was removed (not moved):
+	// rewatchHome recreates those, and only those.
+	gone map[*cred]bool
 }
 
 func newInotify() (*inotify, error) {
@@ -62,7 +65,7 @@ func newInotify() (*inotify, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	return &inotify{fd: fd, stop: stop, wd: map[int32][]target{}}, nil
+	return &inotify{fd: fd, stop: stop, wd: map[int32][]target{}, gone: map[*cred]bool{}}, nil
 }
 
 // add watches p (the same inode twice shares one descriptor, so masks add up).
@@ -98,6 +101,16 @@ func (in *inotify) remove(wd int32, t target) {
 	}
 	delete(in.wd, wd)
 	unix.InotifyRmWatch(in.fd, uint32(wd))
+}
+
+// takeGone reports (and forgets) whether c's home directory was removed
+// since the last call.
+func (in *inotify) takeGone(c *cred) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	g := in.gone[c]
+	delete(in.gone, c)
+	return g
 }
 
 // dirty is one side of a credential that saw events, with their masks.
@@ -160,6 +173,12 @@ func (in *inotify) run(handle func([]dirty), overflow func()) {
 					continue
 				}
 				mask := ev.Mask
+				// Removed: the directory itself, or its name above it
+				// (a removed symlink there is not: the user is at work).
+				if t.side == home && (t.up && mask&unix.IN_DELETE != 0 && mask&unix.IN_ISDIR != 0 ||
+					!t.up && name == "" && mask&(unix.IN_DELETE_SELF|unix.IN_IGNORED) != 0) {
+					in.gone[t.c] = true
+				}
 				if t.up {
 					mask = unix.IN_MOVE_SELF
 				}
