@@ -159,6 +159,34 @@ var attacks = []attack{
 	{"directory swapped for a symlink to a root dir", func(t *testing.T, c *harness.Container, o *outside, _ <-chan struct{}) {
 		swapDir(t, c, o.rootDir)
 	}},
+	// Issue 10, finding 2: a directory in the home the user cannot write
+	// (a root-owned volume at ~/.cache), reached by a symlink that stays
+	// inside the home. The guard acts in the home as the user, so nothing
+	// is created in it.
+	{"directory swapped for a symlink to a root dir inside the home", func(t *testing.T, c *harness.Container, o *outside, stop <-chan struct{}) {
+		vol := filepath.Join(c.Home, ".rootvol")
+		if _, err := os.Lstat(vol); err != nil {
+			must(t, os.Mkdir(vol, 0o755))
+		}
+		swapDir(t, c, ".rootvol")
+		<-stop
+		if ents, _ := os.ReadDir(vol); len(ents) > 0 {
+			t.Errorf("root wrote into the root-owned %s: %d entries", vol, len(ents))
+			os.RemoveAll(vol)
+			must(t, os.Mkdir(vol, 0o755))
+		}
+	}},
+	// Issue 10, finding 4: the directory moved away and a new one made in
+	// its place; the guard follows the new one.
+	{"directory moved away and replaced", func(t *testing.T, c *harness.Container, o *outside, stop <-chan struct{}) {
+		dir := filepath.Dir(c.HomeFile)
+		os.RemoveAll(dir + ".moved")
+		if check(t, os.Rename(dir, dir+".moved")) && check(t, os.Mkdir(dir, 0o700)) {
+			userChown(t, dir)
+		}
+		<-stop
+		os.RemoveAll(dir + ".moved")
+	}},
 	{"race: directory flipping with a symlink", func(t *testing.T, c *harness.Container, o *outside, stop <-chan struct{}) {
 		dir := filepath.Dir(c.HomeFile)
 		alt := dir + ".alt"
