@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/manifest"
+	"golang.org/x/sys/unix"
 )
 
 // stage writes a manifest with files at root's /tmp/caw_auth.
@@ -218,5 +219,88 @@ func TestHomeDirReplaced(t *testing.T) {
 			t.Fatalf("the refresh in the new ~/.claude did not reach the host: host holds %q; stderr:\n%s", data, p.stderr)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCredentialSizeCap (issue 10, finding 3): a home credential over 64 KiB
+// is reported once and not synced; the host keeps its document.
+func TestCredentialSizeCap(t *testing.T) {
+	root, mounts := syncRoot(t)
+	hostFile := filepath.Join(root, "hostfs/cred.json")
+	old := claudeCred(1, 0)
+	must(t, os.WriteFile(hostFile, old, 0o600))
+	must(t, os.WriteFile(filepath.Join(root, "work/huge.json"), claudeCred(9, 100<<10), 0o644))
+	fresh := claudeCred(5, 0)
+	must(t, os.WriteFile(filepath.Join(root, "work/fresh.json"), fresh, 0o644))
+	p := start(t, launch{root: root, mounts: mounts, args: []string{"--", "sh", "-c",
+		`cd $HOME/.claude && for i in 1 2 3; do cat /work/huge.json > .new && mv .new .credentials.json; sleep 0.1; done;
+		cat /work/fresh.json > .new && mv .new .credentials.json && echo wrote && exec sleep 60`}})
+	p.expect("wrote")
+	// The fresh one after it still syncs: the guard is not stuck.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, _ := os.ReadFile(hostFile)
+		if string(data) == string(fresh) {
+			break
+		}
+		if strings.Contains(string(data), "at-9") || time.Now().After(deadline) {
+			t.Fatalf("host holds %.80q; stderr:\n%s", data, p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(p.stderr.String(), "larger than 65536 bytes"); n != 1 {
+		t.Errorf("the oversized credential was reported %d times, want once; stderr:\n%s", n, p.stderr)
+	}
+}
+
+// TestMkdirExchangeRace (issue 10, finding 2): the user exchanging
+// (RENAME_EXCHANGE) a directory the guard just created in the home with a
+// root-owned one never gets root to chown the root-owned one: the guard
+// creates directories as the user, so there is no chown to redirect.
+func TestMkdirExchangeRace(t *testing.T) {
+	root := newRootfs(t, rootfsOpts{})
+	auth := stage(t, root, map[string][]manifest.File{
+		"claude": {copyEntry("claude/settings.json", ".a/b/settings.json")},
+	})
+	must(t, os.MkdirAll(filepath.Join(auth, "claude"), 0o755))
+	must(t, os.WriteFile(filepath.Join(auth, "claude/settings.json"), []byte(`{}`), 0o644))
+	home := filepath.Join(root, "home/playground")
+	victim := filepath.Join(home, "victim")
+	must(t, os.Mkdir(victim, 0o755))
+	var vst unix.Stat_t
+	must(t, unix.Stat(victim, &vst))
+	for i := 0; i < 100; i++ {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			a := filepath.Join(home, ".a")
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, victim, unix.RENAME_EXCHANGE)
+			}
+		}()
+		code, _, stderr := runInit(t, launch{root: root, mounts: staged, args: []string{"--", "true"}})
+		close(stop)
+		<-done
+		if code != 0 {
+			t.Fatalf("try %d: exit %d; stderr:\n%s", i, code, stderr)
+		}
+		// Find the root-owned directory by its inode, under either name.
+		for _, n := range []string{"victim", ".a"} {
+			var st unix.Stat_t
+			if unix.Lstat(filepath.Join(home, n), &st) == nil && st.Ino == vst.Ino && st.Uid != 0 {
+				t.Fatalf("try %d: root chowned the root-owned directory (now %s) to uid %d", i, n, st.Uid)
+			}
+		}
+		// Back to the start: only the root-owned victim.
+		os.RemoveAll(filepath.Join(home, ".a"))
+		os.RemoveAll(victim)
+		must(t, os.Mkdir(victim, 0o755))
+		must(t, unix.Stat(victim, &vst))
 	}
 }
