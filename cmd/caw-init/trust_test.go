@@ -223,7 +223,7 @@ func TestHomeDirReplaced(t *testing.T) {
 }
 
 // TestCredentialSizeCap (issue 10, finding 3): a home credential over 64 KiB
-// is reported once and not synced; the host keeps its document.
+// is reported once (-v) and not synced; the host keeps its document.
 func TestCredentialSizeCap(t *testing.T) {
 	root, mounts := syncRoot(t)
 	hostFile := filepath.Join(root, "hostfs/cred.json")
@@ -232,7 +232,7 @@ func TestCredentialSizeCap(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(root, "work/huge.json"), claudeCred(9, 100<<10), 0o644))
 	fresh := claudeCred(5, 0)
 	must(t, os.WriteFile(filepath.Join(root, "work/fresh.json"), fresh, 0o644))
-	p := start(t, launch{root: root, mounts: mounts, args: []string{"--", "sh", "-c",
+	p := start(t, launch{root: root, mounts: mounts, args: []string{"-v", "--", "sh", "-c",
 		`cd $HOME/.claude && for i in 1 2 3; do cat /work/huge.json > .new && mv .new .credentials.json; sleep 0.1; done;
 		cat /work/fresh.json > .new && mv .new .credentials.json && echo wrote && exec sleep 60`}})
 	p.expect("wrote")
