@@ -3,6 +3,7 @@ package safefs
 import (
 	"errors"
 	"runtime"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -33,12 +34,11 @@ func As(u User, fn func() error) error {
 	if euid != 0 || u.UID == 0 {
 		return fn()
 	}
-	runtime.LockOSThread()
-	saved, err := unix.Getgroups()
+	saved, err := rootGroups()
 	if err != nil {
-		runtime.UnlockOSThread()
 		return err
 	}
+	runtime.LockOSThread()
 	if err := enter(u); err != nil {
 		if leave(saved) {
 			runtime.UnlockOSThread()
@@ -51,6 +51,10 @@ func As(u User, fn func() error) error {
 	}
 	return err
 }
+
+// rootGroups are caw-init's own supplementary groups, read once: nothing
+// changes them for the process (only As, per thread, and back).
+var rootGroups = sync.OnceValues(unix.Getgroups)
 
 var errIdentity = errors.New("cannot take the user's filesystem identity")
 
