@@ -159,10 +159,12 @@ func (h *homeFS) mkdirParents(rel string) error {
 // read returns rel's whole content. A missing file gives an error matching
 // fs.ErrNotExist; anything hostile a *hostileError.
 func (h *homeFS) read(rel string) (data []byte, err error) {
-	h.as(func() error {
+	if aerr := h.as(func() error {
 		data, err = h.readAsUser(rel)
 		return nil
-	})
+	}); aerr != nil {
+		return nil, fmt.Errorf("read %s in home: %w", rel, aerr)
+	}
 	return data, err
 }
 
@@ -236,10 +238,12 @@ func readFD(fd int, label string, owner int) (data []byte, again bool, err error
 // is rebuilt from the host at every start. kept names the displaced file
 // left for recheck.
 func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool, prefer preferFunc) (kept string, err error) {
-	h.as(func() error {
+	if aerr := h.as(func() error {
 		kept, err = h.replaceAsUser(rel, data, perm, still, prefer)
 		return nil
-	})
+	}); aerr != nil {
+		return "", fmt.Errorf("write %s in home: %w", rel, aerr)
+	}
 	return kept, err
 }
 

@@ -167,6 +167,11 @@ func (in *inotify) run(handle func([]dirty), overflow func()) {
 				continue
 			}
 			for _, t := range in.wd[ev.Wd] {
+				// A directory above the home copy's counts only for the
+				// next name down, or its own end.
+				if t.up && t.name != name && ev.Mask&unix.IN_IGNORED == 0 {
+					continue
+				}
 				// A directory's own events count too: its removal, and a
 				// chmod or chown of it (which may let the guard write in it).
 				if t.name != "" && t.name != name && (name != "" || ev.Mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED|unix.IN_ATTRIB) == 0) {
