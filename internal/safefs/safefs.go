@@ -1,9 +1,13 @@
 // Package safefs is the root-only filesystem code of caw-init in one place,
-// so a security review reads one file: the bounded read every reader of a
-// file it does not trust uses, opening beneath a directory without following
-// symlinks or crossing mounts (openat2), the checks that make a staging dir
-// trusted (a read-only mount root), and running file operations with a
-// user's filesystem identity (setfsuid on a locked OS thread).
+// so a security review reads one package: the bounded read every reader of
+// a file it does not trust uses (safefs.go); the checks that make a staging
+// dir trusted, and opening beneath it without following symlinks or
+// crossing mounts (beneath.go, openat2); the descriptor-checked *at
+// primitives, temp files and the exchange that never loses another
+// writer's file, for a directory another user controls (dir.go); the
+// in-place write of a bind-mounted file that is never torn, full disk
+// included (inplace.go); and running file operations with a user's
+// filesystem identity (user.go, setfsuid on a locked OS thread).
 package safefs
 
 import (

@@ -11,11 +11,13 @@
 // token gets the fresher one written back. The guard compares content, never
 // timestamps, so it never reacts to its own writes.
 //
-// Files: home.go is the only code touching the user's home, and holds the
-// descriptor-checked *at primitives (read it to trust the guard against a
-// hostile user; a bind-dir host directory, which the user may be able to
-// write too, uses the same ones); host.go writes the host side crash-safe;
-// inotify.go is the event source; cred.go the sync rules.
+// Files: home.go is the only code touching the user's home, as the user;
+// the descriptor-checked *at primitives, the bounded read, the staging dir
+// checks and the crash-safe in-place write are internal/safefs (read both
+// to trust the guard against a hostile user; a bind-dir host directory,
+// which the user may be able to write too, uses the same primitives);
+// host.go is the host side; inotify.go is the event source; cred.go the
+// sync rules.
 package guard
 
 import (
@@ -338,9 +340,9 @@ func readStaged(authfd int, rel, label string) ([]byte, error) {
 	fd, err := safefs.Beneath(authfd, rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, true)
 	switch {
 	case errors.Is(err, unix.ELOOP):
-		return nil, &hostileError{label, "is or is reached through a symlink"}
+		return nil, &hostileError{Path: label, Why: "is or is reached through a symlink"}
 	case errors.Is(err, unix.EXDEV):
-		return nil, &hostileError{label, "is outside the staging dir or on another mount"}
+		return nil, &hostileError{Path: label, Why: "is outside the staging dir or on another mount"}
 	case err != nil:
 		return nil, err
 	}

@@ -102,7 +102,7 @@ func (b *bindFile) read() ([]byte, error) {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, fs.ErrNotExist
 		}
-		return nil, &hostileError{b.label, err.Error()}
+		return nil, &hostileError{Path: b.label, Why: err.Error()}
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
@@ -110,11 +110,11 @@ func (b *bindFile) read() ([]byte, error) {
 		return nil, fmt.Errorf("fstat %s: %w", b.label, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, &hostileError{b.label, "is not a regular file (does the host file exist?)"}
+		return nil, &hostileError{Path: b.label, Why: "is not a regular file (does the host file exist?)"}
 	}
 	data, err := safefs.ReadFD(fd, st.Size, maxCredSize)
 	if errors.Is(err, safefs.ErrTooLarge) {
-		return nil, &hostileError{b.label, fmt.Sprintf("is larger than %d bytes", maxCredSize)}
+		return nil, &hostileError{Path: b.label, Why: fmt.Sprintf("is larger than %d bytes", maxCredSize)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", b.label, err)
@@ -138,7 +138,7 @@ func (b *bindFile) write(data []byte, still func([]byte, error) bool, _ preferFu
 
 func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) error {
 	if len(data) > maxCredSize {
-		return &hostileError{b.label, fmt.Sprintf("would be larger than %d bytes", maxCredSize)}
+		return &hostileError{Path: b.label, Why: fmt.Sprintf("would be larger than %d bytes", maxCredSize)}
 	}
 	fd, err := unix.Open(b.p, b.flags|unix.O_RDWR|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -156,7 +156,7 @@ func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) err
 		return errDead
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return &hostileError{b.label, "is not a regular file"}
+		return &hostileError{Path: b.label, Why: "is not a regular file"}
 	}
 	unlock, err := lockFD(fd)
 	if err != nil {
@@ -338,8 +338,8 @@ func (b *bindDir) write(data []byte, still func([]byte, error) bool, prefer pref
 		}
 		return "", fmt.Errorf("write %s: %w", b.label(), err)
 	}
-	if err := tmp.fill(data, uid, gid, perm, true); err != nil {
-		unix.Unlinkat(dirfd, tmp.name, 0)
+	if err := tmp.Fill(data, uid, gid, perm, true); err != nil {
+		unix.Unlinkat(dirfd, tmp.Name, 0)
 		if errors.Is(err, unix.EPERM) {
 			// A guard without root cannot give the file the host
 			// owner's uid; never a file of another owner on the host.
@@ -349,7 +349,7 @@ func (b *bindDir) write(data []byte, still func([]byte, error) bool, prefer pref
 	}
 	// The host agent may have replaced the file while the temp was being
 	// written and synced: swapIn never overwrites that.
-	kept, err := swapIn(dirfd, tmp.name, b.name, -1, still, prefer)
+	kept, err := swapIn(dirfd, tmp.Name, b.name, -1, still, prefer)
 	if err != nil && !errors.Is(err, errChanged) {
 		err = fmt.Errorf("write %s: %w", b.label(), err)
 	}
