@@ -89,7 +89,7 @@ func (b *bindFile) read() ([]byte, error) {
 	var fd int
 	var err error
 	// EAGAIN: another guard holds its write lease (see leaseFD) for the
-	// microseconds of its write; O_NONBLOCK makes the open fail instead
+	// length of its write; O_NONBLOCK makes the open fail instead
 	// of waiting.
 	for wait := 50 * time.Microsecond; ; wait *= 2 {
 		fd, err = unix.Open(b.p, b.flags|unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
