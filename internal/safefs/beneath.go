@@ -59,7 +59,7 @@ func OpenMount(dirfd int, rel string, flags int) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	ok, err := IsMountRoot(fd)
+	ok, err := mountRoot(fd, pfd, "")
 	if err == nil && !ok {
 		err = errNotMountRoot
 	}
@@ -75,8 +75,14 @@ var errNotMountRoot = errors.New("not a mount root")
 // IsNotMountRoot reports an OpenMount of something that is not mounted.
 func IsNotMountRoot(err error) bool { return errors.Is(err, errNotMountRoot) }
 
-// IsMountRoot reports whether the open fd is the root of a mount.
-func IsMountRoot(fd int) (bool, error) {
+// IsMountRoot reports whether the open directory fd is the root of a mount.
+func IsMountRoot(fd int) (bool, error) { return mountRoot(fd, fd, "..") }
+
+// mountRoot reports whether fd is the root of a mount; parent (with the
+// path rel from it) is its parent directory, for kernels before 5.8, which
+// do not report STATX_ATTR_MOUNT_ROOT: a mount root sits on another mount
+// than its parent.
+func mountRoot(fd, parent int, rel string) (bool, error) {
 	var stx unix.Statx_t
 	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_NO_AUTOMOUNT, unix.STATX_TYPE|unix.STATX_MNT_ID, &stx)
 	if err != nil {
@@ -85,15 +91,18 @@ func IsMountRoot(fd int) (bool, error) {
 	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
 		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
 	}
-	// Kernels before 5.8: a mount root sits on another mount than its parent.
-	var parent unix.Statx_t
-	if err := unix.Statx(fd, "..", unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &parent); err != nil {
+	var p unix.Statx_t
+	flags := unix.AT_NO_AUTOMOUNT
+	if rel == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	if err := unix.Statx(parent, rel, flags, unix.STATX_MNT_ID, &p); err != nil {
 		return false, err
 	}
-	if stx.Mask&unix.STATX_MNT_ID == 0 || parent.Mask&unix.STATX_MNT_ID == 0 {
-		return stx.Dev_major != parent.Dev_major || stx.Dev_minor != parent.Dev_minor, nil
+	if stx.Mask&unix.STATX_MNT_ID == 0 || p.Mask&unix.STATX_MNT_ID == 0 {
+		return stx.Dev_major != p.Dev_major || stx.Dev_minor != p.Dev_minor, nil
 	}
-	return stx.Mnt_id != parent.Mnt_id, nil
+	return stx.Mnt_id != p.Mnt_id, nil
 }
 
 // UntrustedError says why a staging dir is not trusted.
