@@ -89,6 +89,10 @@ type Container struct {
 type Spec struct {
 	Strategy string // Bind (default) or BindDir
 	UID, GID int    // target user; 0 means 1000
+	// PlainStaging leaves the staging dir a plain directory, not the
+	// read-only mount a real container has: as in a container started
+	// without $(caw docker-flags), where anyone may have made it.
+	PlainStaging bool
 	// Argv is the guard command line, given the prepared container: it runs
 	// as PID 1 of the namespace, after the bind mount is in place, and must
 	// print a line "ready" on stdout once it is guarding (CawInit does so by
@@ -184,6 +188,10 @@ func (c *Container) Start(spec Spec, timeout time.Duration) error {
 	script := `mount --bind "$5" "$5" && mount -o remount,bind,ro "$5" &&
 mount --bind "$1" "$2" && mount --bind "$3" /etc/passwd && mount --bind "$4" /etc/group || exit 97
 shift 5; exec "$@"`
+	if spec.PlainStaging {
+		script = `mount --bind "$1" "$2" && mount --bind "$3" /etc/passwd && mount --bind "$4" /etc/group || exit 97
+shift 5; exec "$@"`
+	}
 	args := []string{"-m", "--propagation", "private", "-p", "-f", "--mount-proc",
 		"/bin/sh", "-c", script, "sh", c.MountSrc, c.MountDst, c.Passwd, c.Group, c.Staging}
 	args = append(args, spec.Argv(c)...)
