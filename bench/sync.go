@@ -259,6 +259,58 @@ func benchSync(cfg *config, t *Table) error {
 			t.Add(r)
 		}
 	}
+	for _, g := range live {
+		if g.name == "caw-init" && g.strategy != harness.BindDir {
+			if err := leaseRow(cfg, t, g); err != nil {
+				return err
+			}
+		}
+	}
 	t.Note("sync: from the start of the write on one side until the other side's file holds the whole new token (seen through inotify, no polling); after each round the guard gets 3x its latency (2 to 50 ms) to settle; [bind] mounts the host file, [bind-dir] its directory; the shell guard and the floor watch the file's inode and so see no renames")
+	return nil
+}
+
+// leaseRow measures how long caw-init's write lease on the host file holds
+// a host process's open(2) (a host agent about to write): while the guard
+// writes a refresh from the home, a host reader opens the file (blocking)
+// every 200 us; each round's sample is its longest open.
+func leaseRow(cfg *config, t *Table, g *guardSubject) error {
+	var waits Sample
+	blocked := 0
+	for i := 0; i < cfg.syncN; i++ {
+		stop := make(chan struct{})
+		longest := make(chan time.Duration, 1)
+		go func() {
+			var m time.Duration
+			for {
+				select {
+				case <-stop:
+					longest <- m
+					return
+				default:
+				}
+				begin := time.Now()
+				if fd, err := syscall.Open(g.c.Host.File, syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err == nil {
+					syscall.Close(fd)
+				}
+				m = max(m, time.Since(begin))
+				time.Sleep(200 * time.Microsecond)
+			}
+		}()
+		d, err := g.round(true, false, lostAfter)
+		close(stop)
+		m := <-longest
+		if err != nil && !errors.Is(err, harness.ErrTimeout) {
+			return fmt.Errorf("%s: %w", g.name, err)
+		}
+		waits = append(waits, m)
+		if m > 100*time.Microsecond {
+			blocked++
+		}
+		time.Sleep(settle(d))
+	}
+	t.Add(Row{Measure: "host open held by the write lease", Subject: "caw-init [bind]", N: fmt.Sprint(len(waits)),
+		Median: fmtDur(waits.Median()), P99: fmtDur(waits.P99())})
+	t.Note("lease: a host process opening the host file every 200 us while caw-init writes a refresh from the home in place; each round's longest open; %d of %d rounds had an open over 100 us", blocked, len(waits))
 	return nil
 }

@@ -30,8 +30,22 @@ func TestDockerfileExample(t *testing.T) {
 	}
 	refreshJourney(t, c, h)
 
+	// Issue 10, finding 6: without the staging mount and without CAW_USER
+	// given, the command still runs as playground (the image sets
+	// CAW_USER), never as root; a /tmp/caw_auth the container made itself
+	// is ignored with one line.
+	out := docker(t, "run", "--rm", tag, "id", "-u")
+	if out.code != 0 || strings.TrimSpace(out.stdout) != "1000" {
+		t.Errorf("docker run %s id -u without the staging mount: %s, want 1000", tag, out)
+	}
+	out = docker(t, "run", "--rm", "--entrypoint", "bash", tag, "-c",
+		"mkdir -p /tmp/caw_auth && echo '{}' > /tmp/caw_auth/manifest.json && exec caw-init -- id -u")
+	if out.code != 0 || strings.TrimSpace(out.stdout) != "1000" || !strings.Contains(out.stderr, "$(caw docker-flags)") {
+		t.Errorf("a planted /tmp/caw_auth: %s, want 1000 and one line naming $(caw docker-flags)", out)
+	}
+
 	// The default CMD is an interactive bash that exits cleanly on EOF.
-	out := docker(t, append(append([]string{"run", "--rm", "-i"}, h.flags(t)...), tag)...)
+	out = docker(t, append(append([]string{"run", "--rm", "-i"}, h.flags(t)...), tag)...)
 	if out.code != 0 {
 		t.Errorf("docker run -i %s (default CMD) with closed stdin: %s", tag, out)
 	}

@@ -3,7 +3,7 @@ package host
 import (
 	"errors"
 	"fmt"
-	"io"
+	"github.com/caw-dev/caw/internal/safefs"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -148,12 +148,12 @@ func readRegular(p string, limit int64, nofollow bool) ([]byte, fs.FileInfo, err
 	if fi.Size() > limit {
 		return nil, fi, fmt.Errorf("%s is %d bytes, more than the %d caw reads", p, fi.Size(), limit)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	data, err := safefs.ReadFD(int(f.Fd()), fi.Size(), limit)
+	if errors.Is(err, safefs.ErrTooLarge) {
+		return nil, fi, fmt.Errorf("%s grew past the %d bytes caw reads", p, limit)
+	}
 	if err != nil {
 		return nil, fi, fmt.Errorf("read %s: %w", p, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fi, fmt.Errorf("%s grew past the %d bytes caw reads", p, limit)
 	}
 	return data, fi, nil
 }

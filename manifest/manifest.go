@@ -23,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"unicode/utf8"
+
+	"github.com/caw-dev/caw/internal/safefs"
 )
 
 // Version is the only manifest schema version this package reads and writes.
@@ -213,11 +215,11 @@ func Parse(data []byte) (*Manifest, error) {
 	return &m, nil
 }
 
-// Read reads and validates dir/manifest.json. caw-init reads it as root from
-// a directory that is not root's, so no symlink is followed, a FIFO or device
-// cannot block the reader, and the size is bounded before reading. A missing
-// file gives an error that satisfies errors.Is(err, fs.ErrNotExist), an
-// unreadable one errors.Is(err, fs.ErrPermission).
+// Read reads and validates dir/manifest.json (the host side: caw status
+// and teardown). No symlink is followed, a FIFO or device cannot block the
+// reader, and the size is bounded before reading. A missing file gives an
+// error that satisfies errors.Is(err, fs.ErrNotExist), an unreadable one
+// errors.Is(err, fs.ErrPermission).
 func Read(dir string) (*Manifest, error) {
 	p := path.Join(dir, FileName)
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
@@ -228,6 +230,30 @@ func Read(dir string) (*Manifest, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readOpen(f, p)
+}
+
+// ReadIn reads and validates manifest.json in dir, an open staging dir
+// (caw-init, as root): opened beneath it without a symlink or a mount
+// crossing (safefs.Beneath), with Read's other checks.
+func ReadIn(dir *os.File) (*Manifest, error) {
+	p := path.Join(dir.Name(), FileName)
+	fd, err := safefs.Beneath(int(dir.Fd()), FileName, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, true)
+	if err != nil {
+		switch {
+		case errors.Is(err, syscall.ELOOP):
+			return nil, fmt.Errorf("%s is a symlink: refusing to follow it; caw setup writes a regular file (run it again)", p)
+		case errors.Is(err, syscall.EXDEV):
+			return nil, fmt.Errorf("%s is another mount: refusing it; caw setup writes a regular file (run it again)", p)
+		}
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	return readOpen(f, p)
+}
+
+func readOpen(f *os.File, p string) (*Manifest, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("stat %s: %w", p, err)
@@ -235,10 +261,10 @@ func Read(dir string) (*Manifest, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file (%s): run caw setup again", p, fi.Mode().Type())
 	}
-	if fi.Size() > MaxSize {
+	data, err := safefs.ReadFD(int(f.Fd()), fi.Size(), MaxSize)
+	if errors.Is(err, safefs.ErrTooLarge) {
 		return nil, fmt.Errorf("%s: %w", p, ErrTooLarge)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}

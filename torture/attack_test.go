@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
 )
 
@@ -158,6 +159,34 @@ var attacks = []attack{
 	}},
 	{"directory swapped for a symlink to a root dir", func(t *testing.T, c *harness.Container, o *outside, _ <-chan struct{}) {
 		swapDir(t, c, o.rootDir)
+	}},
+	// Issue 10, finding 2: a directory in the home the user cannot write
+	// (a root-owned volume at ~/.cache), reached by a symlink that stays
+	// inside the home. The guard acts in the home as the user, so nothing
+	// is created in it.
+	{"directory swapped for a symlink to a root dir inside the home", func(t *testing.T, c *harness.Container, o *outside, stop <-chan struct{}) {
+		vol := filepath.Join(c.Home, ".rootvol")
+		if _, err := os.Lstat(vol); err != nil {
+			must(t, os.Mkdir(vol, 0o755))
+		}
+		swapDir(t, c, ".rootvol")
+		<-stop
+		if ents, _ := os.ReadDir(vol); len(ents) > 0 {
+			t.Errorf("root wrote into the root-owned %s: %d entries", vol, len(ents))
+			os.RemoveAll(vol)
+			must(t, os.Mkdir(vol, 0o755))
+		}
+	}},
+	// Issue 10, finding 4: the directory moved away and a new one made in
+	// its place; the guard follows the new one.
+	{"directory moved away and replaced", func(t *testing.T, c *harness.Container, o *outside, stop <-chan struct{}) {
+		dir := filepath.Dir(c.HomeFile)
+		os.RemoveAll(dir + ".moved")
+		if check(t, os.Rename(dir, dir+".moved")) && check(t, os.Mkdir(dir, 0o700)) {
+			userChown(t, dir)
+		}
+		<-stop
+		os.RemoveAll(dir + ".moved")
 	}},
 	{"race: directory flipping with a symlink", func(t *testing.T, c *harness.Container, o *outside, stop <-chan struct{}) {
 		dir := filepath.Dir(c.HomeFile)
@@ -311,5 +340,61 @@ func TestAttacks(t *testing.T) {
 				t.Errorf("caw-init exited during the attacks: %v", err)
 			}
 		})
+	}
+}
+
+// TestAttackPlantedStaging (issue 10, finding 1): in a container started
+// without the staging mount, the container user makes the staging dir
+// itself, with a manifest that copies through a symlink out of it. caw-init
+// ignores it with one line: nothing is copied, nothing synced, nothing
+// outside the home touched, and the command still runs as the user.
+func TestAttackPlantedStaging(t *testing.T) {
+	bin := cawInit(t)
+	d := scratch(t)
+	o := newOutside(t, d)
+	host, err := harness.NewHost(d, 1, hostUID, hostGID)
+	must(t, err)
+	spec := harness.Spec{UID: userUID, GID: userGID, PlainStaging: true, Argv: harness.CawInit(bin)}
+	c, err := harness.Prepare(d, host, spec)
+	must(t, err)
+	m := &manifest.Manifest{
+		Version: manifest.Version, CreatedAt: "2026-11-30T00:00:00+00:00",
+		HostHome: host.Home, ContainerHome: c.Home, MountPoint: c.Staging,
+		Agents: map[string]manifest.Agent{"claude": {Files: []manifest.File{
+			{Src: "claude/credentials.json", ContainerTarget: ".claude/.credentials.json", HostOriginal: ".claude/.credentials.json",
+				Type: manifest.TypeCredential, Strategy: manifest.StrategyBind, Mode: "0600"},
+			{Src: "r/secret.json", ContainerTarget: ".stolen/secret.json", HostOriginal: ".stolen/secret.json",
+				Type: manifest.TypeConfig, Strategy: manifest.StrategyCopy, Mode: "0644"},
+		}}},
+	}
+	data, err := m.Marshal()
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(c.Staging, manifest.FileName), data, 0o644))
+	must(t, os.Symlink(o.dir, filepath.Join(c.Staging, "r")))
+	for _, p := range []string{c.Staging, filepath.Join(c.Staging, "r"), filepath.Join(c.Staging, manifest.FileName)} {
+		must(t, os.Lchown(p, userUID, userGID))
+	}
+	before := o.snapshot(t)
+	hostBefore, err := os.ReadFile(host.File)
+	must(t, err)
+	must(t, c.Start(spec, 30*time.Second))
+	t.Cleanup(func() { c.Stop(syscall.SIGTERM, 10*time.Second) })
+	// Give a guard that wrongly trusted the dir time to copy and sync.
+	seq := harness.ReadSeq(host.File) + 1
+	must(t, harness.WriteInPlace(host.File, harness.Cred(seq)))
+	if err := waitSeq(c.HomeFile, seq, 500*time.Millisecond); err == nil {
+		t.Errorf("the credential was synced through the planted staging dir")
+	}
+	if _, err := os.Lstat(filepath.Join(c.Home, ".stolen")); err == nil {
+		t.Errorf("root copied through the planted staging dir into the home")
+	}
+	if now := o.snapshot(t); now != before {
+		t.Errorf("outside the home changed:\n%s\nwas:\n%s", now, before)
+	}
+	if got := harness.ReadSeq(host.File); got != seq {
+		t.Errorf("the host file holds %d, want %d (was %q)", got, seq, hostBefore)
+	}
+	if s := c.Stderr(); strings.Count(s, "\n") != 1 || !strings.Contains(s, "is not a mount") || !strings.Contains(s, "$(caw docker-flags)") {
+		t.Errorf("stderr %q: want one line saying the staging dir is not a mount, naming $(caw docker-flags)", s)
 	}
 }

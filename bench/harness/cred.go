@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/caw-dev/caw/internal/safefs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -70,7 +70,7 @@ func ReadSmall(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
 		return nil, fmt.Errorf("%s: not a regular file under 1 MiB", path)
 	}
-	return io.ReadAll(io.LimitReader(f, 1<<20))
+	return safefs.ReadFD(int(f.Fd()), fi.Size(), 1<<20)
 }
 
 // ReadSeq reads a file's sequence number; -1 when it holds none.

@@ -89,6 +89,10 @@ type Container struct {
 type Spec struct {
 	Strategy string // Bind (default) or BindDir
 	UID, GID int    // target user; 0 means 1000
+	// PlainStaging leaves the staging dir a plain directory, not the
+	// read-only mount a real container has: as in a container started
+	// without $(caw docker-flags), where anyone may have made it.
+	PlainStaging bool
 	// Argv is the guard command line, given the prepared container: it runs
 	// as PID 1 of the namespace, after the bind mount is in place, and must
 	// print a line "ready" on stdout once it is guarding (CawInit does so by
@@ -177,12 +181,19 @@ func Prepare(dir string, host *Host, spec Spec) (*Container, error) {
 }
 
 // Start runs the guard as PID 1 of new mount and PID namespaces, with the
-// bind mount made inside them, and returns once it printed "ready".
+// staging dir mounted read-only and the bind mount made inside them, and returns once it printed "ready".
 func (c *Container) Start(spec Spec, timeout time.Duration) error {
-	script := `mount --bind "$1" "$2" && mount --bind "$3" /etc/passwd && mount --bind "$4" /etc/group || exit 97
-shift 4; exec "$@"`
+	// The staging dir is mounted read-only first, as Docker's :ro mount
+	// of it is (caw-init trusts nothing else), then the credential into it.
+	script := `mount --bind "$5" "$5" && mount -o remount,bind,ro "$5" &&
+mount --bind "$1" "$2" && mount --bind "$3" /etc/passwd && mount --bind "$4" /etc/group || exit 97
+shift 5; exec "$@"`
+	if spec.PlainStaging {
+		script = `mount --bind "$1" "$2" && mount --bind "$3" /etc/passwd && mount --bind "$4" /etc/group || exit 97
+shift 5; exec "$@"`
+	}
 	args := []string{"-m", "--propagation", "private", "-p", "-f", "--mount-proc",
-		"/bin/sh", "-c", script, "sh", c.MountSrc, c.MountDst, c.Passwd, c.Group}
+		"/bin/sh", "-c", script, "sh", c.MountSrc, c.MountDst, c.Passwd, c.Group, c.Staging}
 	args = append(args, spec.Argv(c)...)
 	c.cmd = exec.Command("unshare", args...)
 	c.stderr = &syncBuffer{}

@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,7 +28,8 @@ const (
 	helperEnv  = "CAW_INIT_TEST_HELPER"
 	rootfsEnv  = "CAW_INIT_TEST_ROOTFS"
 	cwdEnv     = "CAW_INIT_TEST_CWD"
-	asEnv      = "CAW_INIT_TEST_AS" // uid:gid to become before exec (not-root case)
+	asEnv      = "CAW_INIT_TEST_AS"     // uid:gid to become before exec (not-root case)
+	mountsEnv  = "CAW_INIT_TEST_MOUNTS" // mount ops before chroot (see doMounts)
 	runTimeout = 60 * time.Second
 )
 
@@ -60,6 +62,9 @@ func helperMain() {
 	if err := unix.Mount("/dev", filepath.Join(root, "dev"), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		die("bind /dev", err)
 	}
+	if err := doMounts(root, os.Getenv(mountsEnv)); err != nil {
+		die("mounts", err)
+	}
 	if err := unix.Chroot(root); err != nil {
 		die("chroot", err)
 	}
@@ -91,6 +96,57 @@ func helperMain() {
 	}
 	err := unix.Exec("/caw-init", append([]string{"caw-init"}, os.Args[1:]...), env)
 	die("exec caw-init", err)
+}
+
+// doMounts sets up mounts inside the new namespace, one op a line, paths
+// inside root: "ro DIR" bind-mounts DIR on itself read-only (as Docker's
+// :ro does), "bind SRC DST", "tmpfs DIR BYTES", "copy SRC DST" (a file,
+// mode 0644, uid:gid 1000:1000... kept as SRC's), "fill FILE" writes FILE
+// until the filesystem is full.
+func doMounts(root, ops string) error {
+	for _, line := range strings.Split(ops, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		at := func(i int) string { return filepath.Join(root, f[i]) }
+		var err error
+		switch f[0] {
+		case "ro":
+			if err = unix.Mount(at(1), at(1), "", unix.MS_BIND, ""); err == nil {
+				err = unix.Mount("", at(1), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+			}
+		case "bind":
+			err = unix.Mount(at(1), at(2), "", unix.MS_BIND, "")
+		case "tmpfs":
+			err = unix.Mount("tmpfs", at(1), "tmpfs", 0, "size="+f[2]+",mode=0755")
+		case "copy":
+			var data []byte
+			if data, err = os.ReadFile(at(1)); err == nil {
+				if err = os.WriteFile(at(2), data, 0o644); err == nil {
+					err = os.Chown(at(2), 1000, 1000)
+				}
+			}
+		case "fill":
+			var w *os.File
+			if w, err = os.Create(at(1)); err == nil {
+				buf := make([]byte, 4096)
+				for err == nil {
+					_, err = w.Write(buf)
+				}
+				w.Close()
+				if errors.Is(err, syscall.ENOSPC) {
+					err = nil
+				}
+			}
+		default:
+			err = fmt.Errorf("unknown op %q", f[0])
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", line, err)
+		}
+	}
+	return nil
 }
 
 const rootPasswd = `root:x:0:0:root:/root:/bin/sh
@@ -200,10 +256,12 @@ type launch struct {
 	cwd   string   // working directory inside the rootfs
 	env   []string // caw-init's whole environment
 	stdin io.Reader
-	as    string     // "uid:gid": start caw-init without root
-	tty   *os.File   // pty slave: stdio, session leader, controlling tty
-	args  []string   // caw-init's arguments
-	extra []*os.File // inherited by caw-init as fds 3... without close-on-exec
+	as    string // "uid:gid": start caw-init without root
+	// mounts are doMounts ops made in caw-init's mount namespace.
+	mounts []string
+	tty    *os.File   // pty slave: stdio, session leader, controlling tty
+	args   []string   // caw-init's arguments
+	extra  []*os.File // inherited by caw-init as fds 3... without close-on-exec
 	// timeout replaces runTimeout for a run whose own work is slow on a
 	// slow machine (forking thousands of shells).
 	timeout time.Duration
@@ -256,7 +314,7 @@ func start(t *testing.T, r launch) *proc {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	} else {
 		cmd = exec.Command(os.Args[0], r.args...)
-		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", rootfsEnv+"="+r.root, cwdEnv+"="+r.cwd, asEnv+"="+r.as)
+		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", rootfsEnv+"="+r.root, cwdEnv+"="+r.cwd, asEnv+"="+r.as, mountsEnv+"="+strings.Join(r.mounts, "\n"))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	}
 	p := &proc{t: t, cmd: cmd, lines: make(chan string, 1024), stderr: &lockedBuffer{}, waited: make(chan struct{}), timeout: r.timeout}

@@ -446,7 +446,7 @@ func TestNoFDLeak(t *testing.T) {
 	inherited, err := os.Open(filepath.Join(root, "etc/passwd"))
 	must(t, err)
 	defer inherited.Close()
-	code, out, stderr := runInit(t, launch{root: root, extra: []*os.File{inherited},
+	code, out, stderr := runInit(t, launch{root: root, extra: []*os.File{inherited}, mounts: staged,
 		args: []string{"-v", "--", "sh", "-c", "ls /proc/$$/fd; id -u; true"}})
 	if code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
@@ -485,7 +485,7 @@ func TestManifestErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			os.Remove(mf)
 			tc.make()
-			code, out, stderr := runInit(t, launch{root: root, args: []string{"--", "sh", "-c", "echo ran"}})
+			code, out, stderr := runInit(t, launch{root: root, mounts: staged, args: []string{"--", "sh", "-c", "echo ran"}})
 			if code != 2 || out != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.stderr) {
 				t.Errorf("exit %d stdout %q stderr %q: want 2, no child, one line with %q", code, out, stderr, tc.stderr)
 			}
@@ -536,7 +536,7 @@ func TestManifestUnreadable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			must(t, os.Chmod(auth, tc.dirMode))
 			must(t, os.Chmod(mf, tc.fMode))
-			r := launch{root: root, as: "1000:1000", args: []string{"--", "sh", "-c", "echo ran"}}
+			r := launch{root: root, as: "1000:1000", mounts: staged, args: []string{"--", "sh", "-c", "echo ran"}}
 			code, out, stderr := runInit(t, r)
 			want := "caw-init: cannot read /tmp/caw_auth/manifest.json as uid 1000 (permission denied): run caw setup as the user the container runs as, or start the container as root"
 			if code != 2 || out != "" || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, want) {
@@ -549,7 +549,7 @@ func TestManifestUnreadable(t *testing.T) {
 		})
 	}
 	// Root reads it whatever the modes (the manifest's user is then used).
-	code, out, stderr := runInit(t, launch{root: root, args: []string{"--", "id", "-u"}})
+	code, out, stderr := runInit(t, launch{root: root, mounts: staged, args: []string{"--", "id", "-u"}})
 	if code != 0 || out != "1000\n" {
 		t.Errorf("as root: exit %d stdout %q stderr %q, want 0 and the manifest's user 1000", code, out, stderr)
 	}
@@ -642,6 +642,9 @@ func closeStdin(t *testing.T, p *proc) {
 	}
 	p.stdinW.Close()
 }
+
+// staged mounts root's /tmp/caw_auth read-only, as $(caw docker-flags) does.
+var staged = []string{"ro tmp/caw_auth"}
 
 // writeManifest stages a valid manifest with no agents and user playground at
 // root's /tmp/caw_auth, and returns its path.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/caw-dev/caw/init/pid1"
 	"github.com/caw-dev/caw/init/privdrop"
+	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
 	"github.com/caw-dev/caw/sync/guard"
 )
@@ -67,13 +68,18 @@ func run() int {
 	}
 
 	var m *manifest.Manifest
+	var auth *os.File
 	if !o.noSync {
 		var err error
-		m, err = readManifest(o.authDir)
+		m, auth, err = readManifest(o.authDir)
+		var untrusted *safefs.UntrustedError
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			logf(1, "no %s in %s: plain init, no credential sync", manifest.FileName, o.authDir)
-			m = nil
+		case errors.As(err, &untrusted):
+			logf(0, "%s", untrustedLine(err))
+		case errors.Is(err, safefs.ErrNoOpenat2):
+			logf(0, "%v: cannot check the staging dir, so no credential sync", err)
 		case err != nil:
 			return fail(2, "%v", err)
 		}
@@ -91,7 +97,7 @@ func run() int {
 	var g *guard.Guard
 	if m != nil {
 		g, err = guard.Start(context.Background(), guard.Config{
-			AuthDir: o.authDir, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Logf: logf,
+			AuthDir: o.authDir, Auth: auth, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Groups: t.groups, Logf: logf,
 		})
 		switch {
 		case err != nil:
@@ -134,6 +140,7 @@ func run() int {
 // target is who the child runs as and who owns what the guard writes.
 type target struct {
 	uid, gid int
+	groups   []int // supplementary groups (the guard acts in the home with them)
 	home     string
 	env      []string
 	cred     *syscall.Credential // nil: the child keeps caw-init's identity
@@ -164,7 +171,7 @@ func resolveTarget(spec string, logf func(int, string, ...any)) (*target, error)
 		return t, nil
 	}
 	logf(1, "user %q: uid %d gid %d groups %v home %s", spec, id.UID, id.GID, id.Groups, id.Home)
-	t.uid, t.gid, t.home = id.UID, id.GID, id.Home
+	t.uid, t.gid, t.home, t.groups = id.UID, id.GID, id.Home, id.Groups
 	t.env, t.cred = id.Env(t.env), id.Credential()
 	return t, nil
 }

@@ -6,18 +6,40 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
 )
 
-// readManifest reads AUTH_DIR/manifest.json (manifest.Read refuses symlinks,
-// FIFOs and oversized files) and turns a permission error into one line that
-// names the fix.
-func readManifest(dir string) (*manifest.Manifest, error) {
-	m, err := manifest.Read(dir)
-	if pe := (*fs.PathError)(nil); errors.As(err, &pe) && errors.Is(err, fs.ErrPermission) {
-		return nil, permissionError(pe.Path, pe.Err)
+// readManifest opens the staging dir if it can be trusted (safefs.TrustDir:
+// a read-only mount root reached without symlinks) and reads its manifest
+// beneath it; the open dir is what the guard reads everything else through.
+// A staging dir that is not trusted is a *safefs.UntrustedError: caw-init
+// then runs as a plain init. A permission error becomes one line that names
+// the fix.
+func readManifest(dir string) (*manifest.Manifest, *os.File, error) {
+	d, err := safefs.TrustDir(dir)
+	if err != nil {
+		return nil, nil, permission(err)
 	}
-	return m, err
+	m, err := manifest.ReadIn(d)
+	if err != nil {
+		d.Close()
+		return nil, nil, permission(err)
+	}
+	return m, d, nil
+}
+
+func permission(err error) error {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) && errors.Is(err, fs.ErrPermission) {
+		return permissionError(pe.Path, pe.Err)
+	}
+	return err
+}
+
+// untrustedLine is the one line caw-init prints when it ignores a staging
+// dir it cannot trust (see readManifest).
+func untrustedLine(err error) string {
+	return fmt.Sprintf("%v, so anyone in the container could have written it: ignoring it, no credential sync (mount the staging dir read-only with $(caw docker-flags))", err)
 }
 
 // permissionError is a manifest caw-init may not read: typically the

@@ -20,6 +20,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/caw-dev/caw/internal/safefs"
 	"io"
 	"os"
 	"slices"
@@ -133,15 +134,16 @@ func readUserFile(p string) ([]byte, error) {
 		return nil, nil
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
 		return nil, nil
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxUserFile+1))
+	data, err := safefs.ReadFD(int(f.Fd()), st.Size(), maxUserFile)
+	if errors.Is(err, safefs.ErrTooLarge) {
+		return nil, fmt.Errorf("%s is larger than %d bytes", p, maxUserFile)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
-	}
-	if len(data) > maxUserFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes", p, maxUserFile)
 	}
 	if data == nil {
 		data = []byte{}

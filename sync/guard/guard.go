@@ -11,21 +11,26 @@
 // token gets the fresher one written back. The guard compares content, never
 // timestamps, so it never reacts to its own writes.
 //
-// Files: home.go is the only code touching the user's home, and holds the
-// descriptor-checked *at primitives (read it to trust the guard against a
-// hostile user; a bind-dir host directory, which the user may be able to
-// write too, uses the same ones); host.go writes the host side crash-safe;
-// inotify.go is the event source; cred.go the sync rules.
+// Files: home.go is the only code touching the user's home, as the user;
+// the descriptor-checked *at primitives, the bounded read, the staging dir
+// checks and the crash-safe in-place write are internal/safefs (read both
+// to trust the guard against a hostile user; a bind-dir host directory,
+// which the user may be able to write too, uses the same primitives);
+// host.go is the host side; inotify.go is the event source; cred.go the
+// sync rules.
 package guard
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
+	"strings"
 	"sync"
 
+	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
 )
@@ -36,20 +41,29 @@ type Logf func(level int, format string, args ...any)
 
 // Config is what caw-init hands the guard.
 type Config struct {
-	AuthDir  string             // where the staging dir is mounted (/tmp/caw_auth)
+	AuthDir string // where the staging dir is mounted (/tmp/caw_auth), for messages
+	// Auth is the staging dir, opened and checked (safefs.TrustDir) by
+	// caw-init; everything in it is opened beneath it. nil: the guard
+	// opens AuthDir itself (tests).
+	Auth     *os.File
 	Manifest *manifest.Manifest // validated
 	Home     string             // the target user's home in the container
-	UID, GID int                // the target user's ids (owner of what the guard writes in Home)
+	UID, GID int                // the target user's ids: every operation in Home runs as them
+	Groups   []int              // the target user's supplementary groups
 	Logf     Logf
 }
 
 // Guard keeps home copies and host credentials in sync.
 type Guard struct {
-	cfg   Config
-	home  *homeFS
-	creds []*cred
-	in    *inotify
-	done  chan struct{}
+	cfg  Config
+	auth *os.File // the staging dir
+	home *homeFS
+	// homeWds are each credential's watches on the home: its directory,
+	// then the directories above it (see watchHome).
+	homeWds map[*cred][]homeWatch
+	creds   []*cred
+	in      *inotify
+	done    chan struct{}
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
@@ -74,7 +88,17 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 		g.logf(0, "the user (uid %d) has no home directory: agent credentials are not copied or synced (give the user a home)", cfg.UID)
 		return g, nil
 	}
-	h, err := openHome(cfg.Home, cfg.UID, cfg.GID)
+	g.auth = cfg.Auth
+	if g.auth == nil {
+		d, err := os.OpenFile(cfg.AuthDir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			g.logf(0, "staging dir %s: %v: agent credentials are not copied or synced", cfg.AuthDir, err)
+			return g, nil
+		}
+		g.auth = d
+	}
+	g.homeWds = map[*cred][]homeWatch{}
+	h, err := openHome(cfg.Home, safefs.User{UID: cfg.UID, GID: cfg.GID, Groups: cfg.Groups})
 	if err != nil {
 		g.logf(0, "%v: agent credentials are not copied or synced", err)
 		return g, nil
@@ -108,16 +132,11 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 }
 
 // copyFile copies a copy-strategy file from the staging dir into the home,
-// with its manifest mode, owned by the user.
+// with its manifest mode, owned by the user. The file is opened beneath the
+// staging dir, on its mount, without following any symlink.
 func (g *Guard) copyFile(e manifest.Entry) {
 	src := path.Join(g.cfg.AuthDir, e.Src)
-	d, err := os.OpenFile(path.Dir(src), os.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		g.logf(0, "%s %s: not copied: %v", e.Agent, e.ContainerTarget, err)
-		return
-	}
-	data, err := readAt(int(d.Fd()), path.Base(src), src, -1)
-	d.Close()
+	data, err := readStaged(int(g.auth.Fd()), e.Src, src)
 	if err != nil {
 		g.logf(0, "%s %s: not copied: cannot read %s: %v (run caw setup again)", e.Agent, e.ContainerTarget, src, err)
 		return
@@ -138,7 +157,10 @@ func (g *Guard) copyFile(e manifest.Entry) {
 // the start-up copy. nil means skipped (already reported).
 func (g *Guard) setup(e manifest.Entry) *cred {
 	mount := path.Join(g.cfg.AuthDir, e.MountSrc())
-	ok, err := isMountRoot(mount)
+	// The mount must be exactly where the manifest says, inside the
+	// staging dir's own mount, reached without a symlink.
+	fd, err := safefs.OpenMount(int(g.auth.Fd()), e.MountSrc(), unix.O_PATH|unix.O_NOFOLLOW)
+	ok := err == nil
 	if errors.Is(err, unix.EACCES) {
 		// Only root gets through caw setup's locked mounts (<agent>/mnt,
 		// mode 0400): this caw-init was started without root.
@@ -146,28 +168,30 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 			e.Agent, e.ContainerTarget, os.Geteuid(), mount)
 		return nil
 	}
-	if err != nil || !ok {
+	if !ok {
 		g.logf(0, "%s credential %s: %s is not mounted from the host, so it is not synced: run docker with $(caw docker-flags)",
 			e.Agent, e.ContainerTarget, mount)
 		return nil
 	}
+	m := os.NewFile(uintptr(fd), mount)
+	defer m.Close()
 	c := &cred{g: g, e: e, format: e.CredentialFormat(), said: map[string]bool{}}
 	if e.Strategy == manifest.StrategyBindDir {
-		b, err := openBindDir(mount, path.Base(e.Src))
+		b, err := openBindDir(m, mount, path.Base(e.Src))
 		if err != nil {
 			g.logf(0, "%s credential %s: not synced: %v", e.Agent, e.ContainerTarget, err)
 			return nil
 		}
 		c.host = b
 	} else {
-		if fi, err := os.Lstat(mount); err == nil && !fi.Mode().IsRegular() {
+		if fi, err := m.Stat(); err == nil && !fi.Mode().IsRegular() {
 			// Docker mounts a directory it created itself when the host
 			// file did not exist at `docker run`.
 			g.logf(0, "%s credential %s: the host file was missing when the container started (Docker mounted a directory instead), so it is not synced: log in on the host, run caw setup, restart the container",
 				e.Agent, e.ContainerTarget)
 			return nil
 		}
-		c.host = &bindFile{p: mount}
+		c.host = newBindFile(m, mount)
 	}
 	if err := g.home.mkdirParents(e.ContainerTarget); err != nil {
 		g.logf(0, "%s: not synced: %v", c.name(), err)
@@ -181,7 +205,7 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 	if name != "" {
 		mask = dirMask
 	}
-	if _, err := g.in.add(hp, mask, target{c, host, name}); err != nil {
+	if _, err := g.in.add(hp, mask, target{c: c, side: host, name: name}); err != nil {
 		if errors.Is(err, unix.EACCES) {
 			// inotify needs read permission, as a guard started without
 			// root (docker run --user) may lack on the host's file.
@@ -203,33 +227,78 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 	return c
 }
 
-// watchHome watches the directory holding the home copy: agents replace the
-// file by rename, which a watch on the file itself would miss.
+// homeWatch is one inotify watch a credential has on the home.
+type homeWatch struct {
+	wd int32
+	t  target
+}
+
+// homeDirMask is the watch on the directory holding a home copy: the
+// directory's own move or removal too, after which the copy lives
+// elsewhere and the watch is re-established (rewatchHome).
+const homeDirMask = dirMask | unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
+
+// upMask is the watch on each directory above it, up to the home: any
+// change of the name on the way down (moved away, replaced, created,
+// removed) also moves the home copy's directory.
+const upMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE | unix.IN_ONLYDIR
+
+// watchHome watches the directory holding the home copy (agents replace
+// the file by rename, which a watch on the file itself would miss), and the
+// directories above it within the home, as deep as they exist, each for the
+// name of the next one, so that moving, replacing or creating any of them
+// (mv ~/.claude ~/.claude.moved; mkdir ~/.claude) is followed.
 func (g *Guard) watchHome(c *cred) error {
-	p, closer, err := g.home.watchPath(c.e.ContainerTarget)
-	if err != nil {
+	rel := c.e.ContainerTarget
+	dir := path.Dir(rel)
+	var ws []homeWatch
+	defer func() { g.homeWds[c] = append(g.homeWds[c], ws...) }()
+	add := func(dirRel string, mask uint32, t target) error {
+		p, closer, err := g.home.watchDir(dirRel)
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		wd, err := g.in.add(p, mask, t)
+		if err != nil {
+			return err
+		}
+		ws = append(ws, homeWatch{wd, t})
+		return nil
+	}
+	if dir != "." {
+		parts := strings.Split(dir, "/")
+		for i := range parts {
+			if err := add(path.Join(parts[:i]...), upMask, target{c: c, side: home, name: parts[i], up: true}); err != nil {
+				return err
+			}
+		}
+	}
+	t := target{c: c, side: home, name: path.Base(rel)}
+	if err := add(dir, homeDirMask, t); err != nil {
 		return err
 	}
-	defer closer.Close()
-	wd, err := g.in.add(p, dirMask, target{c, home, path.Base(c.e.ContainerTarget)})
-	if err != nil {
-		return err
-	}
-	c.homeWd = wd
+	c.homeWd = ws[len(ws)-1].wd
 	return nil
 }
 
-// rewatchHome follows a home directory that was removed or renamed away:
-// it is recreated if missing and watched again.
+// rewatchHome follows a home directory that was removed, moved away or
+// replaced, or a directory above it. One that was removed is recreated (as
+// the user); one moved away is not (the user is at work there: recreating
+// it would race them), and the watches above it report when it is back.
 func (g *Guard) rewatchHome(c *cred) {
-	g.in.remove(c.homeWd, target{c, home, path.Base(c.e.ContainerTarget)})
-	c.homeWd = -1
-	if err := g.home.mkdirParents(c.e.ContainerTarget); err != nil {
-		c.once("rewatch", 1, "%s: home changes are no longer synced: %v", c.name(), err)
-		return
+	for _, w := range g.homeWds[c] {
+		g.in.remove(w.wd, w.t)
 	}
-	if err := g.watchHome(c); err != nil {
-		c.once("rewatch", 1, "%s: home changes are no longer synced: %v", c.name(), err)
+	delete(g.homeWds, c)
+	c.homeWd = -1
+	if g.in.takeGone(c) {
+		if err := g.home.mkdirParents(c.e.ContainerTarget); err != nil {
+			c.once("rewatch", 1, "%s: home changes are not synced until %s exists: %v", c.name(), path.Dir(c.e.ContainerTarget), err)
+		}
+	}
+	if err := g.watchHome(c); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.once("rewatch", 1, "%s: home changes are not synced until %s is a directory again: %v", c.name(), path.Dir(c.e.ContainerTarget), err)
 	}
 }
 
@@ -262,6 +331,24 @@ func (g *Guard) overflow() {
 		c.sync(anySide, onEvent)
 		c.mu.Unlock()
 	}
+}
+
+// readStaged reads a copy-strategy file rel of the staging dir authfd:
+// beneath it, on its mount, no symlink followed, a regular file under the
+// size cap, checked on the descriptor.
+func readStaged(authfd int, rel, label string) ([]byte, error) {
+	fd, err := safefs.Beneath(authfd, rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, true)
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return nil, &hostileError{Path: label, Why: "is or is reached through a symlink"}
+	case errors.Is(err, unix.EXDEV):
+		return nil, &hostileError{Path: label, Why: "is outside the staging dir or on another mount"}
+	case err != nil:
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), label)
+	defer f.Close()
+	return safefs.ReadRegular(f, maxCopySize)
 }
 
 // Flush syncs whatever the home copies hold to the host side and returns only
@@ -310,6 +397,9 @@ func (g *Guard) Close() error {
 		}
 		if g.home != nil {
 			g.home.close()
+		}
+		if g.auth != nil && g.auth != g.cfg.Auth {
+			g.auth.Close()
 		}
 	})
 	return nil

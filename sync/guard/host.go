@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/caw-dev/caw/internal/safefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,28 +47,6 @@ type hostSide interface {
 	close()
 }
 
-// isMountRoot reports whether p is the root of a mount (a bind-mount target),
-// as opposed to the placeholder caw setup leaves in the staging dir.
-func isMountRoot(p string) (bool, error) {
-	var stx unix.Statx_t
-	err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_TYPE|unix.STATX_MNT_ID, &stx)
-	if err != nil {
-		return false, err
-	}
-	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
-		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
-	}
-	// Kernels before 5.8: a mount root sits on another mount than its parent.
-	var parent unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, path.Dir(p), unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &parent); err != nil {
-		return false, err
-	}
-	if stx.Mask&unix.STATX_MNT_ID == 0 || parent.Mask&unix.STATX_MNT_ID == 0 {
-		return stx.Dev_major != parent.Dev_major || stx.Dev_minor != parent.Dev_minor, nil
-	}
-	return stx.Mnt_id != parent.Mnt_id, nil
-}
-
 // bindFile is a host file bind-mounted onto p. Rename onto a mount target is
 // EBUSY, so it is written in place: one pwrite at offset 0 of the new
 // document padded with spaces to at least the old length (JSON allows
@@ -76,20 +55,44 @@ func isMountRoot(p string) (bool, error) {
 // point leaves a valid document. The inode, and so the host owner and mode,
 // never change.
 type bindFile struct {
-	p string
+	p     string // what every access opens: /proc/self/fd/<pfd>, or label without /proc
+	flags int    // O_NOFOLLOW on label (a /proc magic link must be followed)
+	label string // the mount's path, for messages
+	pfd   int    // the mount, O_PATH, held open
+}
+
+// newBindFile keeps its own descriptor of the mount m (checked by
+// safefs.OpenMount) and reaches the file through it, so no path is resolved
+// again.
+func newBindFile(m *os.File, label string) *bindFile {
+	b := &bindFile{p: label, flags: unix.O_NOFOLLOW, label: label, pfd: -1}
+	fd, err := unix.FcntlInt(m.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return b
+	}
+	b.pfd = fd
+	if p := fmt.Sprintf("/proc/self/fd/%d", fd); unix.Access(p, unix.F_OK) == nil {
+		b.p, b.flags = p, 0
+	}
+	return b
 }
 
 func (b *bindFile) watch() (string, string) { return b.p, "" }
-func (b *bindFile) close()                  {}
+func (b *bindFile) close() {
+	if b.pfd >= 0 {
+		unix.Close(b.pfd)
+		b.pfd = -1
+	}
+}
 
 func (b *bindFile) read() ([]byte, error) {
 	var fd int
 	var err error
 	// EAGAIN: another guard holds its write lease (see leaseFD) for the
-	// microseconds of its write; O_NONBLOCK makes the open fail instead
+	// length of its write; O_NONBLOCK makes the open fail instead
 	// of waiting.
 	for wait := 50 * time.Microsecond; ; wait *= 2 {
-		fd, err = unix.Open(b.p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		fd, err = unix.Open(b.p, b.flags|unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 		if !errors.Is(err, unix.EAGAIN) || wait > 100*time.Millisecond {
 			break
 		}
@@ -99,28 +102,31 @@ func (b *bindFile) read() ([]byte, error) {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, fs.ErrNotExist
 		}
-		return nil, &hostileError{b.p, err.Error()}
+		return nil, &hostileError{Path: b.label, Why: err.Error()}
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, fmt.Errorf("fstat %s: %w", b.p, err)
+		return nil, fmt.Errorf("fstat %s: %w", b.label, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, &hostileError{b.p, "is not a regular file (does the host file exist?)"}
+		return nil, &hostileError{Path: b.label, Why: "is not a regular file (does the host file exist?)"}
 	}
-	if st.Size > maxCredSize {
-		return nil, &hostileError{b.p, fmt.Sprintf("is larger than %d bytes", maxCredSize)}
+	data, err := safefs.ReadFD(fd, st.Size, maxCredSize)
+	if errors.Is(err, safefs.ErrTooLarge) {
+		return nil, &hostileError{Path: b.label, Why: fmt.Sprintf("is larger than %d bytes", maxCredSize)}
 	}
-	data, err := readAllFD(fd, st.Size)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.p, err)
+		return nil, fmt.Errorf("read %s: %w", b.label, err)
 	}
 	return data, nil
 }
 
 func (b *bindFile) dead() bool {
 	var st unix.Stat_t
+	if b.pfd >= 0 {
+		return unix.Fstat(b.pfd, &st) == nil && st.Nlink == 0
+	}
 	return unix.Stat(b.p, &st) == nil && st.Nlink == 0
 }
 
@@ -131,27 +137,30 @@ func (b *bindFile) write(data []byte, still func([]byte, error) bool, _ preferFu
 }
 
 func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) error {
-	fd, err := unix.Open(b.p, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if len(data) > maxCredSize {
+		return &hostileError{Path: b.label, Why: fmt.Sprintf("would be larger than %d bytes", maxCredSize)}
+	}
+	fd, err := unix.Open(b.p, b.flags|unix.O_RDWR|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 			return fmt.Errorf("%w: %w", errReadOnly, err)
 		}
-		return fmt.Errorf("open %s: %w", b.p, err)
+		return fmt.Errorf("open %s: %w", b.label, err)
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("fstat %s: %w", b.p, err)
+		return fmt.Errorf("fstat %s: %w", b.label, err)
 	}
 	if st.Nlink == 0 {
 		return errDead
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return &hostileError{b.p, "is not a regular file"}
+		return &hostileError{Path: b.label, Why: "is not a regular file"}
 	}
 	unlock, err := lockFD(fd)
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", b.p, err)
+		return fmt.Errorf("lock %s: %w", b.label, err)
 	}
 	defer unlock()
 	// A host agent does not take the flock: it opens with O_TRUNC and
@@ -162,38 +171,15 @@ func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) err
 	if release := leaseFD(fd, int(st.Uid)); release != nil {
 		defer release()
 	}
-	cur, err := readAllFD(fd, st.Size)
+	cur, err := safefs.ReadFD(fd, st.Size, maxCredSize)
 	if !still(cur, err) {
 		return errChanged
 	}
-	old := int64(len(cur))
-	buf := data
-	if pad := old - int64(len(data)); pad > 0 {
-		buf = make([]byte, old)
-		copy(buf, data)
-		for i := len(data); i < len(buf); i++ {
-			buf[i] = ' '
-		}
-	}
-	// One write call: the kernel copies a credential-sized buffer at offset
-	// 0 without a point where a signal can cut it.
-	n, err := unix.Pwrite(fd, buf, 0)
-	if err == nil && n != len(buf) {
-		err = fmt.Errorf("short write (%d of %d bytes)", n, len(buf))
-	}
-	if err != nil {
+	if err := safefs.WriteInPlace(fd, cur, data); err != nil {
 		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EPERM) {
 			return fmt.Errorf("%w: %w", errReadOnly, err)
 		}
-		return fmt.Errorf("write %s: %w", b.p, err)
-	}
-	if err := unix.Fdatasync(fd); err != nil {
-		return fmt.Errorf("fsync %s: %w", b.p, err)
-	}
-	if int64(len(data)) < old {
-		if err := unix.Ftruncate(fd, int64(len(data))); err != nil {
-			return fmt.Errorf("truncate %s: %w", b.p, err)
-		}
+		return fmt.Errorf("write %s: %w", b.label, err)
 	}
 	return nil
 }
@@ -282,15 +268,23 @@ func lockFD(fd int) (func(), error) {
 // home's, writes are temp + fsync + rename with the original's owner and
 // mode, never a root-owned file on the host.
 type bindDir struct {
-	dir  string
-	name string
-	d    *os.File // the mounted directory, held open
+	dir   string // the mount's path, for messages
+	name  string
+	d     *os.File // the mounted directory, held open
+	wpath string   // what inotify watches: d through /proc, or dir
 }
 
-func openBindDir(dir, name string) (*bindDir, error) {
-	d, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+// openBindDir opens the mounted directory m (checked by safefs.OpenMount)
+// for reading and holds it; dir is its path for messages.
+func openBindDir(m *os.File, dir, name string) (*bindDir, error) {
+	fd, err := safefs.Beneath(int(m.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY, true)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	d := os.NewFile(uintptr(fd), dir)
+	w := fmt.Sprintf("/proc/self/fd/%d", fd)
+	if unix.Access(w, unix.F_OK) != nil {
+		w = dir
 	}
 	// A guard killed between its temp write and rename leaves the temp
 	// behind. Guards write only under the directory's flock, so when it is
@@ -299,10 +293,10 @@ func openBindDir(dir, name string) (*bindDir, error) {
 		removeTemps(d, name, 0)
 		unix.Flock(int(d.Fd()), unix.LOCK_UN)
 	}
-	return &bindDir{dir: dir, name: name, d: d}, nil
+	return &bindDir{dir: dir, name: name, d: d, wpath: w}, nil
 }
 
-func (b *bindDir) watch() (string, string) { return b.dir, b.name }
+func (b *bindDir) watch() (string, string) { return b.wpath, b.name }
 func (b *bindDir) close()                  { b.d.Close() }
 func (b *bindDir) dead() bool              { return false }
 func (b *bindDir) label() string           { return path.Join(b.dir, b.name) }
@@ -344,8 +338,8 @@ func (b *bindDir) write(data []byte, still func([]byte, error) bool, prefer pref
 		}
 		return "", fmt.Errorf("write %s: %w", b.label(), err)
 	}
-	if err := tmp.fill(data, uid, gid, perm, true); err != nil {
-		unix.Unlinkat(dirfd, tmp.name, 0)
+	if err := tmp.Fill(data, uid, gid, perm, true); err != nil {
+		unix.Unlinkat(dirfd, tmp.Name, 0)
 		if errors.Is(err, unix.EPERM) {
 			// A guard without root cannot give the file the host
 			// owner's uid; never a file of another owner on the host.
@@ -355,7 +349,7 @@ func (b *bindDir) write(data []byte, still func([]byte, error) bool, prefer pref
 	}
 	// The host agent may have replaced the file while the temp was being
 	// written and synced: swapIn never overwrites that.
-	kept, err := swapIn(dirfd, tmp.name, b.name, -1, still, prefer)
+	kept, err := swapIn(dirfd, tmp.Name, b.name, -1, still, prefer)
 	if err != nil && !errors.Is(err, errChanged) {
 		err = fmt.Errorf("write %s: %w", b.label(), err)
 	}

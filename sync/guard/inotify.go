@@ -40,6 +40,9 @@ type target struct {
 	c    *cred
 	side side
 	name string // "" on a file watch: every event counts
+	// up: a directory above the home copy's, watched for name; any event
+	// on it is reported as the home copy's directory moving.
+	up bool
 }
 
 type inotify struct {
@@ -47,6 +50,9 @@ type inotify struct {
 	stop int // an eventfd: readable once close was called
 	mu   sync.Mutex
 	wd   map[int32][]target
+	// gone records home copies whose directory was removed (not moved):
+	// rewatchHome recreates those, and only those.
+	gone map[*cred]bool
 }
 
 func newInotify() (*inotify, error) {
@@ -59,7 +65,7 @@ func newInotify() (*inotify, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	return &inotify{fd: fd, stop: stop, wd: map[int32][]target{}}, nil
+	return &inotify{fd: fd, stop: stop, wd: map[int32][]target{}, gone: map[*cred]bool{}}, nil
 }
 
 // add watches p (the same inode twice shares one descriptor, so masks add up).
@@ -95,6 +101,16 @@ func (in *inotify) remove(wd int32, t target) {
 	}
 	delete(in.wd, wd)
 	unix.InotifyRmWatch(in.fd, uint32(wd))
+}
+
+// takeGone reports (and forgets) whether c's home directory was removed
+// since the last call.
+func (in *inotify) takeGone(c *cred) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	g := in.gone[c]
+	delete(in.gone, c)
+	return g
 }
 
 // dirty is one side of a credential that saw events, with their masks.
@@ -151,12 +167,27 @@ func (in *inotify) run(handle func([]dirty), overflow func()) {
 				continue
 			}
 			for _, t := range in.wd[ev.Wd] {
+				// A directory above the home copy's counts only for the
+				// next name down, or its own end.
+				if t.up && t.name != name && ev.Mask&unix.IN_IGNORED == 0 {
+					continue
+				}
 				// A directory's own events count too: its removal, and a
 				// chmod or chown of it (which may let the guard write in it).
 				if t.name != "" && t.name != name && (name != "" || ev.Mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED|unix.IN_ATTRIB) == 0) {
 					continue
 				}
-				batch = merge(batch, t, ev.Mask)
+				mask := ev.Mask
+				// Removed: the directory itself, or its name above it
+				// (a removed symlink there is not: the user is at work).
+				if t.side == home && (t.up && mask&unix.IN_DELETE != 0 && mask&unix.IN_ISDIR != 0 ||
+					!t.up && name == "" && mask&(unix.IN_DELETE_SELF|unix.IN_IGNORED) != 0) {
+					in.gone[t.c] = true
+				}
+				if t.up {
+					mask = unix.IN_MOVE_SELF
+				}
+				batch = merge(batch, t, mask)
 			}
 			if ev.Mask&unix.IN_IGNORED != 0 {
 				delete(in.wd, ev.Wd)

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"errors"
+	"github.com/caw-dev/caw/internal/safefs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -49,7 +50,7 @@ func TestLeaseHoldsOpenersWithoutSIGIO(t *testing.T) {
 	}
 	// Read through the lease holder's own descriptor: another open would
 	// wait for the lease too.
-	if got, err := readAllFD(fd, 3); err != nil || string(got) != "OLD" {
+	if got, err := safefs.ReadFD(fd, 3, maxCredSize); err != nil || string(got) != "OLD" {
 		t.Fatalf("truncated under the lease: %q (%v)", got, err)
 	}
 	if _, err := unix.Pwrite(fd, []byte("NEW"), 0); err != nil {

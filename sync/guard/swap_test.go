@@ -34,10 +34,10 @@ func swapFx(t *testing.T) (d *os.File, name, tmp string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tf.fill([]byte("GUARD"), -1, -1, 0o600, false); err != nil {
+	if err := tf.Fill([]byte("GUARD"), -1, -1, 0o600, false); err != nil {
 		t.Fatal(err)
 	}
-	return d, name, tf.name
+	return d, name, tf.Name
 }
 
 func renameIn(t *testing.T, name string, data []byte) {
