@@ -15,7 +15,8 @@
 // descriptor-checked *at primitives (read it to trust the guard against a
 // hostile user; a bind-dir host directory, which the user may be able to
 // write too, uses the same ones); host.go writes the host side crash-safe;
-// inotify.go is the event source; cred.go the sync rules.
+// inotify.go is the event source, poll.go a stat poll for host files
+// shared through a VM (no host-side events); cred.go the sync rules.
 package guard
 
 import (
@@ -25,6 +26,7 @@ import (
 	"os"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
@@ -41,6 +43,10 @@ type Config struct {
 	Home     string             // the target user's home in the container
 	UID, GID int                // the target user's ids (owner of what the guard writes in Home)
 	Logf     Logf
+	// Poll: 0 stat-polls the host sides on filesystems that raise no
+	// host-side events (see poll.go); > 0 polls every host side at that
+	// interval; < 0 never polls.
+	Poll time.Duration
 }
 
 // Guard keeps home copies and host credentials in sync.
@@ -49,6 +55,7 @@ type Guard struct {
 	home  *homeFS
 	creds []*cred
 	in    *inotify
+	poll  *poller
 	done  chan struct{}
 
 	stopOnce  sync.Once
@@ -104,6 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 		defer close(g.done)
 		in.run(g.handle, g.overflow)
 	}()
+	g.poll = g.startPoll()
 	return g, nil
 }
 
@@ -286,6 +294,7 @@ func (g *Guard) Flush(ctx context.Context) error {
 // stopWatching stops the event loop and waits for it.
 func (g *Guard) stopWatching() {
 	g.stopOnce.Do(func() {
+		g.poll.close()
 		if g.in == nil {
 			return
 		}
