@@ -91,7 +91,7 @@ func run() int {
 	var g *guard.Guard
 	if m != nil {
 		g, err = guard.Start(context.Background(), guard.Config{
-			AuthDir: o.authDir, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Logf: logf,
+			AuthDir: o.authDir, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Logf: logf, Poll: o.poll,
 		})
 		switch {
 		case err != nil:
