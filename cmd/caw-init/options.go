@@ -1,12 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caw-dev/caw/manifest"
@@ -22,6 +24,8 @@ const usage = `usage: caw-init [options] [--] COMMAND [ARG...]
                         500ms those on a filesystem that reports no host-side changes (FUSE, virtiofs,
                         9p, NFS, SMB: Docker Desktop, OrbStack, Colima); a DURATION (>= 10ms) polls every
                         credential at that interval; off (or 0) never polls
+  --entrypoint PROGRAM  run PROGRAM with COMMAND as its arguments: an image's own entrypoint when caw-init
+                        replaces it (env CAW_ENTRYPOINT: a path, or a JSON array of strings)
   -v                    more log lines on stderr, repeatable (env CAW_VERBOSITY); quiet by default
   --version
 Exit status: COMMAND's; 128+N if it died of signal N; 127 command not found; 126 not executable;
@@ -86,6 +90,15 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 		o.poll = d
 	}
 
+	var entrypoint []string
+	if v := getenv("CAW_ENTRYPOINT"); v != "" {
+		ep, err := parseEntrypoint(v)
+		if err != nil {
+			return nil, usageError("CAW_ENTRYPOINT=%q: %v", v, err)
+		}
+		entrypoint = ep
+	}
+
 	fs := flag.NewFlagSet("caw-init", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.user, "user", o.user, "")
@@ -94,6 +107,11 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	fs.BoolVar(&o.pgroup, "pgroup", o.pgroup, "")
 	fs.DurationVar(&o.grace, "grace", o.grace, "")
 	fs.BoolVar(&o.noSync, "no-sync", false, "")
+	fs.Func("entrypoint", "", func(v string) error {
+		ep, err := parseEntrypoint(v)
+		entrypoint = ep
+		return err
+	})
 	fs.Func("poll", "", func(v string) error {
 		d, err := parsePoll(v)
 		o.poll = d
@@ -121,11 +139,24 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	if o.authDir == "" {
 		return nil, usageError("--auth-dir is empty: give the directory the staging dir is mounted at")
 	}
-	o.argv = fs.Args()
+	o.argv = append(entrypoint, fs.Args()...)
 	if len(o.argv) == 0 {
 		return nil, usageError("no COMMAND given: caw-init [options] [--] COMMAND [ARG...]")
 	}
 	return o, -1
+}
+
+// parseEntrypoint reads --entrypoint: a JSON array of strings (as a
+// Dockerfile's exec-form ENTRYPOINT), or else one program path.
+func parseEntrypoint(v string) ([]string, error) {
+	if !strings.HasPrefix(v, "[") {
+		return []string{v}, nil
+	}
+	var argv []string
+	if err := json.Unmarshal([]byte(v), &argv); err != nil || len(argv) == 0 || argv[0] == "" {
+		return nil, fmt.Errorf("want a program path or a JSON array such as [\"/entrypoint.sh\",\"--\"]")
+	}
+	return argv, nil
 }
 
 // minPoll keeps a typo (--poll 1ns) from spinning a core.

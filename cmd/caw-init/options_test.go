@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,5 +49,31 @@ func TestPollOption(t *testing.T) {
 	}
 	if _, code = parseOptions([]string{"true"}, env(map[string]string{"CAW_POLL": "x"})); code != 2 {
 		t.Fatalf("CAW_POLL=x: code %d, want 2", code)
+	}
+}
+
+func TestEntrypointOption(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want []string
+		code int
+	}{
+		{[]string{"claude"}, map[string]string{"CAW_ENTRYPOINT": "/ep.sh"}, []string{"/ep.sh", "claude"}, -1},
+		{nil, map[string]string{"CAW_ENTRYPOINT": `["tini","--"]`}, []string{"tini", "--"}, -1},
+		{[]string{"--entrypoint", "/a", "--", "-x"}, map[string]string{"CAW_ENTRYPOINT": "/b"}, []string{"/a", "-x"}, -1},
+		{nil, map[string]string{"CAW_ENTRYPOINT": `["a",`}, nil, 2},
+		{nil, map[string]string{"CAW_ENTRYPOINT": `[]`}, nil, 2},
+		{nil, nil, nil, 2},
+	} {
+		o, code := parseOptions(tc.args, env(tc.env))
+		if code != tc.code {
+			t.Errorf("%v %v: code %d, want %d", tc.args, tc.env, code, tc.code)
+			continue
+		}
+		if code == -1 && strings.Join(o.argv, "|") != strings.Join(tc.want, "|") {
+			t.Errorf("%v %v: argv %q, want %q", tc.args, tc.env, o.argv, tc.want)
+		}
 	}
 }
