@@ -15,6 +15,7 @@ import (
 
 	"github.com/caw-dev/caw/e2e/images"
 	"github.com/caw-dev/caw/internal/fakeagent"
+	"github.com/caw-dev/caw/internal/testenv"
 )
 
 // Stock images: docker-flags --init runs images that know nothing of caw
@@ -164,9 +165,7 @@ func TestInitStopFlush(t *testing.T) {
 // docker-compose.
 func TestInitCompose(t *testing.T) {
 	s := need(t)
-	if _, err := exec.LookPath("docker-compose"); err != nil {
-		t.Skip("docker-compose not installed (apt-get install docker-compose)")
-	}
+	testenv.LookPath(t, "docker-compose", "docker-compose")
 	img := stockImages(t, s)["debian"]
 	h := initHome(t, s)
 	proj := project(t)
