@@ -145,7 +145,7 @@ type target struct {
 
 // resolveTarget resolves the user spec; only root can switch users, so
 // without root the child runs as caw-init does and that is said once. A
-// user the image does not know, or whose home is missing, gets
+// uid the image does not know (no passwd entry, or home "/") gets
 // fallbackHome (the manifest's container home), created if need be.
 func resolveTarget(spec, fallbackHome string, logf func(int, string, ...any)) (*target, error) {
 	euid, egid := os.Geteuid(), os.Getegid()
