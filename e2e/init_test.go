@@ -91,12 +91,13 @@ func project(t *testing.T) string {
 	return p
 }
 
-const startScript = `id; echo HOME=$HOME; echo pid1=$(cat /proc/1/cmdline | tr '\0' ' '); touch /project/made-here; echo started; exec sleep 1000`
+const startScript = `id; echo HOME=$HOME; echo pid1=$(cat /proc/1/cmdline | tr '\0' ' '); touch /project/made-here; echo journey-ready; exec sleep 1000`
 
 // checkStarted asserts what every stock-image container shows at start.
 func checkStarted(t *testing.T, c *container, proj string) {
 	t.Helper()
-	r := c.waitLog("started", 60*time.Second)
+	// Not "started": the devcontainer CLI's wrapper says "Container started".
+	r := c.waitLog("journey-ready", 60*time.Second)
 	c.user = hostUser
 	for _, want := range []string{"uid=1000", "gid=1000", "HOME=" + home, "pid1=" + "/.caw/caw-init"} {
 		if !strings.Contains(r.stdout, want) {
