@@ -262,3 +262,23 @@ func TestInstallInit(t *testing.T) {
 		t.Fatalf("stock image with caw-init from the volume: %s", r)
 	}
 }
+
+// TestInitImageEntrypoint: the image's own entrypoint, named after --, runs
+// under caw-init with the command as its arguments, as the user.
+func TestInitImageEntrypoint(t *testing.T) {
+	s := need(t)
+	img := stockImages(t, s)["busybox"]
+	h := initHome(t, s)
+	ep := filepath.Join(t.TempDir(), "entrypoint.sh")
+	if err := os.WriteFile(ep, []byte("#!/bin/sh\necho \"entrypoint as $(id -u) with: $*\"\nexec \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(ep), 0o755)
+	flags := h.initFlags(t, "--", "/docker-entrypoint.sh")
+	r := docker(t, append(append([]string{"run", "--rm"}, flags...), "-v", ep+":/docker-entrypoint.sh:ro",
+		"-v", s.agent+":/usr/local/bin/fake-agent:ro", img, "fake-agent", "show", "--agent", "codex")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "entrypoint as 1000 with: fake-agent show --agent codex") ||
+		!strings.Contains(r.stdout, "codex token="+h.codexTok) {
+		t.Fatalf("image entrypoint under caw-init: %s", r)
+	}
+}
