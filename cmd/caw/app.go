@@ -191,8 +191,9 @@ func commands() []*cli.Command {
 		withUsage(&cli.Command{
 			Name:  "install-init",
 			Usage: "fill a Docker volume with caw-init from the caw image, for docker-flags --init (any host, a Mac too)",
-			Description: "Runs docker run --rm -v VOLUME:/dst --entrypoint /caw IMAGE install-init --into /dst, which copies\n" +
-				"the image's static caw-init into the volume. Run it again after upgrading the caw image.",
+			Description: "Runs docker run --rm --pull never -v VOLUME:/dst --entrypoint /caw IMAGE install-init --into /dst,\n" +
+				"which copies the image's static caw-init into the volume (the image is never pulled: build it\n" +
+				"locally). Run it again after upgrading the caw image.",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "volume", Value: host.DefaultInitVolume, Usage: "the volume to fill"},
 				&cli.StringFlag{Name: "image", Value: "caw", Usage: "the caw image (docker build -t caw . in caw's source)"},
@@ -380,7 +381,9 @@ func cmdInstallInit(c *cli.Context) error {
 		return host.InstallInit(exe, into)
 	}
 	volume, image := c.String("volume"), c.String("image")
-	cmd := exec.Command("docker", "run", "--rm", "-v", volume+":/dst", "--entrypoint", "/caw", image, "install-init", "--into", "/dst")
+	// --pull never: the caw image is built locally; a registry image that
+	// happens to be called caw must never become every container's PID 1.
+	cmd := exec.Command("docker", "run", "--rm", "--pull", "never", "-v", volume+":/dst", "--entrypoint", "/caw", image, "install-init", "--into", "/dst")
 	cmd.Stdout, cmd.Stderr = c.App.Writer, c.App.ErrWriter
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("docker run %s install-init: %w (build the caw image first: docker build -t caw . in caw's source)", image, err)
