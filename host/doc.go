@@ -15,6 +15,10 @@
 //     read-only at /tmp/caw_auth and each credential read-write at its place
 //     under it; Render prints them as shell words, a JSON argv array, a
 //     compose volumes: snippet or a devcontainer "mounts" array.
+//   - ResolveInit and RenderInit (init.go) add docker-flags --init: caw-init
+//     mounted read-only and made the entrypoint, the command run as a
+//     numeric uid:gid, so an image built without caw-init runs under it;
+//     InstallInit fills the volume caw install-init makes.
 //   - Teardown removes the staging dir and never touches host credentials.
 //     Containers still running from it lose their credential mounts (the
 //     kernel detaches a mount whose mount point is removed), so stop them
