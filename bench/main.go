@@ -3,15 +3,16 @@
 // tini, credential sync latency against a shell guard built like the
 // original caw's (inotifywait + md5sum + cp) and a bare inotify copier (the
 // floor), fan-out to 64 guards, an idle caw-init's CPU, memory and wake-ups,
+// the stat poll of a credential shared through FUSE (idle cost, latency),
 // and binary sizes. Every row is measured in the same run as its peers.
 //
 //	go run ./bench                  # the full run docs/FIGURES.md quotes (about 4 minutes)
 //	go run ./bench --quick          # the same rows, smaller counts (under a minute)
-//	go run ./bench --only sync,idle # some rows: start,reap,sync,fanout,idle,size
+//	go run ./bench --only sync,idle # some rows: start,reap,sync,fanout,idle,poll,size
 //	go run ./bench --caw-init bin/caw-init   # measure a given binary instead of building one
 //
 // It needs root (namespaces and bind mounts), util-linux's unshare, Debian's
-// busybox-static, and for the peers tini, dumb-init and inotify-tools; a
+// busybox-static, bindfs for the poll rows, and for the peers tini, dumb-init and inotify-tools; a
 // missing peer is reported with the package to install and its rows are
 // skipped.
 package main
@@ -53,7 +54,7 @@ func main() {
 	}
 	quick := flag.Bool("quick", false, "small counts, finishes in under a minute (CI smoke run)")
 	cawInit := flag.String("caw-init", "", "use this caw-init binary instead of building ./cmd/caw-init")
-	only := flag.String("only", "", "comma-separated rows to run: start,reap,sync,fanout,idle,size (default all)")
+	only := flag.String("only", "", "comma-separated rows to run: start,reap,sync,fanout,idle,poll,size (default all)")
 	verbose := flag.Bool("v", false, "progress on stderr")
 	flag.Parse()
 	if err := run(*quick, *cawInit, *only, *verbose); err != nil {
@@ -113,6 +114,7 @@ func run(quick bool, cawInit, only string, verbose bool) error {
 		{"sync", true, benchSync},
 		{"fanout", true, benchFanout},
 		{"idle", true, benchIdle},
+		{"poll", true, benchPoll},
 		{"size", false, benchSize},
 	}
 	for _, s := range steps {

@@ -17,7 +17,7 @@ import (
 func TestQuickBenchRuns(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.Busybox(t)
-	for _, c := range [][2]string{{"tini", "tini"}, {"dumb-init", "dumb-init"}, {"inotifywait", "inotify-tools"}, {"unshare", "util-linux"}} {
+	for _, c := range [][2]string{{"tini", "tini"}, {"dumb-init", "dumb-init"}, {"inotifywait", "inotify-tools"}, {"unshare", "util-linux"}, {"bindfs", "bindfs"}} {
 		testenv.LookPath(t, c[0], c[1])
 	}
 	cawInit := testenv.Build(t, "github.com/caw-dev/caw/cmd/caw-init")
@@ -37,6 +37,7 @@ func TestQuickBenchRuns(t *testing.T) {
 		"X -- /bin/true", "reap 1000 orphans", "sync host->container, in place", "sync container->host, in place",
 		"rename in home", "rename on host", "fan-out", "caw-init x64", "idle: CPU time", "idle: wake-ups", "idle: RSS",
 		"binary size", "tini-static", "dumb-init", "shell guard", "floor (bare inotify copier)",
+		"poll: idle CPU per minute", "poll: host->container via FUSE, in place", "poll: host->container via FUSE, rename",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("bench output lacks %q", want)

@@ -289,8 +289,9 @@ func (h *hostHome) flags(t *testing.T) []string {
 
 // container is one running container started by a test.
 type container struct {
-	t  *testing.T
-	id string
+	t    *testing.T
+	id   string
+	user string // docker exec -u; "" is the test image's playground
 }
 
 // start runs a detached container and removes it when the test ends.
@@ -330,7 +331,11 @@ func (c *container) waitLog(substr string, timeout time.Duration) result {
 // exec runs a command in the container as the playground user.
 func (c *container) exec(args ...string) result {
 	c.t.Helper()
-	return docker(c.t, append([]string{"exec", "-u", images.TestUser, "-e", "HOME=" + home, c.id}, args...)...)
+	user := images.TestUser
+	if c.user != "" {
+		user = c.user
+	}
+	return docker(c.t, append([]string{"exec", "-u", user, "-e", "HOME=" + home, c.id}, args...)...)
 }
 
 // pid is the host pid of the container's PID 1 (caw-init).

@@ -20,6 +20,10 @@
 //     outside the staging dir (~/.caw/keychain/<agent>/, mode 0600) that
 //     stands for the credential from then on, and a bridge config for
 //     `caw bridge`, which keeps Keychain and mirror in sync.
+//   - ResolveInit and RenderInit (init.go) add docker-flags --init: caw-init
+//     mounted read-only and made the entrypoint, the command run as a
+//     numeric uid:gid, so an image built without caw-init runs under it;
+//     InstallInit fills the volume caw install-init makes.
 //   - Teardown removes the staging dir and never touches host credentials.
 //     Containers still running from it lose their credential mounts (the
 //     kernel detaches a mount whose mount point is removed), so stop them

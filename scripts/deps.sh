@@ -11,6 +11,8 @@ have dumb-init || need+=(dumb-init)
 have debootstrap || need+=(debootstrap)
 have unshare || need+=(util-linux)
 have file || need+=(file)
+have bindfs || need+=(bindfs)
+have docker-compose || need+=(docker-compose)
 have docker || need+=(docker.io)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -89,7 +89,11 @@ func run() int {
 	if spec == "" && m != nil {
 		spec = m.User
 	}
-	t, err := resolveTarget(spec, logf)
+	fallbackHome := ""
+	if m != nil {
+		fallbackHome = m.ContainerHome
+	}
+	t, err := resolveTarget(spec, fallbackHome, logf)
 	if err != nil {
 		return fail(2, "%v", err)
 	}
@@ -97,7 +101,7 @@ func run() int {
 	var g *guard.Guard
 	if m != nil {
 		g, err = guard.Start(context.Background(), guard.Config{
-			AuthDir: o.authDir, Auth: auth, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Groups: t.groups, Logf: logf,
+			AuthDir: o.authDir, Auth: auth, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Groups: t.groups, Logf: logf, Poll: o.poll,
 		})
 		switch {
 		case err != nil:
@@ -147,8 +151,10 @@ type target struct {
 }
 
 // resolveTarget resolves the user spec; only root can switch users, so
-// without root the child runs as caw-init does and that is said once.
-func resolveTarget(spec string, logf func(int, string, ...any)) (*target, error) {
+// without root the child runs as caw-init does and that is said once. A
+// uid the image does not know (no passwd entry, or home "/") gets
+// fallbackHome (the manifest's container home), created if need be.
+func resolveTarget(spec, fallbackHome string, logf func(int, string, ...any)) (*target, error) {
 	euid, egid := os.Geteuid(), os.Getegid()
 	t := &target{uid: euid, gid: egid, home: os.Getenv("HOME"), env: os.Environ()}
 	if t.home == "" {
@@ -170,10 +176,24 @@ func resolveTarget(spec string, logf func(int, string, ...any)) (*target, error)
 		t.home, t.env = id.Home, id.Env(t.env)
 		return t, nil
 	}
+	if home, create := privdrop.HomeFor(id, fallbackHome, isDir); home != id.Home {
+		if create {
+			if err := privdrop.MakeHome(home, id.UID, id.GID); err != nil {
+				return nil, fmt.Errorf("user %q has no home in the image: %w", spec, err)
+			}
+			logf(1, "user %q has no home in the image: created %s", spec, home)
+		}
+		id.Home = home
+	}
 	logf(1, "user %q: uid %d gid %d groups %v home %s", spec, id.UID, id.GID, id.Groups, id.Home)
 	t.uid, t.gid, t.home, t.groups = id.UID, id.GID, id.Home, id.Groups
 	t.env, t.cred = id.Env(t.env), id.Credential()
 	return t, nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 // newLogger prints "caw-init: ..." lines on stderr up to the verbosity.

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caw-dev/caw/manifest"
@@ -18,6 +20,12 @@ const usage = `usage: caw-init [options] [--] COMMAND [ARG...]
   -g, --pgroup          forward signals to the child's whole process group (env CAW_PGROUP=1)
   --grace DURATION      at exit, time between SIGTERM and SIGKILL for leftover processes (default 3s)
   --no-sync             no credential copy or sync: a plain init with privilege drop
+  --poll WHEN           stat-poll the host credential files (env CAW_POLL): auto (default) polls every
+                        500ms those on a filesystem that reports no host-side changes (FUSE, virtiofs,
+                        9p, NFS, SMB: Docker Desktop, OrbStack, Colima); a DURATION (>= 10ms) polls every
+                        credential at that interval; off (or 0) never polls
+  --entrypoint PROGRAM  run PROGRAM with COMMAND as its arguments: an image's own entrypoint when caw-init
+                        replaces it (env CAW_ENTRYPOINT: a path, or a JSON array of strings)
   -v                    more log lines on stderr, repeatable (env CAW_VERBOSITY); quiet by default
   --version
 Exit status: COMMAND's; 128+N if it died of signal N; 127 command not found; 126 not executable;
@@ -29,6 +37,7 @@ type options struct {
 	pgroup        bool
 	grace         time.Duration
 	noSync        bool
+	poll          time.Duration // guard.Config.Poll: 0 auto, > 0 forced, < 0 off
 	verbosity     int
 	argv          []string
 }
@@ -73,6 +82,23 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 		o.verbosity = n
 	}
 
+	if v := getenv("CAW_POLL"); v != "" {
+		d, err := parsePoll(v)
+		if err != nil {
+			return nil, usageError("CAW_POLL=%q: %v", v, err)
+		}
+		o.poll = d
+	}
+
+	var entrypoint []string
+	if v := getenv("CAW_ENTRYPOINT"); v != "" {
+		ep, err := parseEntrypoint(v)
+		if err != nil {
+			return nil, usageError("CAW_ENTRYPOINT=%q: %v", v, err)
+		}
+		entrypoint = ep
+	}
+
 	fs := flag.NewFlagSet("caw-init", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.user, "user", o.user, "")
@@ -81,6 +107,16 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	fs.BoolVar(&o.pgroup, "pgroup", o.pgroup, "")
 	fs.DurationVar(&o.grace, "grace", o.grace, "")
 	fs.BoolVar(&o.noSync, "no-sync", false, "")
+	fs.Func("entrypoint", "", func(v string) error {
+		ep, err := parseEntrypoint(v)
+		entrypoint = ep
+		return err
+	})
+	fs.Func("poll", "", func(v string) error {
+		d, err := parsePoll(v)
+		o.poll = d
+		return err
+	})
 	for i, name := range []string{"v", "vv", "vvv"} {
 		step := i + 1
 		fs.Var(count{&o.verbosity, &step}, name, "")
@@ -103,11 +139,43 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	if o.authDir == "" {
 		return nil, usageError("--auth-dir is empty: give the directory the staging dir is mounted at")
 	}
-	o.argv = fs.Args()
+	o.argv = append(entrypoint, fs.Args()...)
 	if len(o.argv) == 0 {
 		return nil, usageError("no COMMAND given: caw-init [options] [--] COMMAND [ARG...]")
 	}
 	return o, -1
+}
+
+// parseEntrypoint reads --entrypoint: a JSON array of strings (as a
+// Dockerfile's exec-form ENTRYPOINT), or else one program path.
+func parseEntrypoint(v string) ([]string, error) {
+	if !strings.HasPrefix(v, "[") {
+		return []string{v}, nil
+	}
+	var argv []string
+	if err := json.Unmarshal([]byte(v), &argv); err != nil || len(argv) == 0 || argv[0] == "" {
+		return nil, fmt.Errorf("want a program path or a JSON array such as [\"/entrypoint.sh\",\"--\"]")
+	}
+	return argv, nil
+}
+
+// minPoll keeps a typo (--poll 1ns) from spinning a core.
+const minPoll = 10 * time.Millisecond
+
+// parsePoll reads --poll: auto, off (or 0), or an interval of at least
+// minPoll; the result is guard.Config.Poll.
+func parsePoll(v string) (time.Duration, error) {
+	switch v {
+	case "auto":
+		return 0, nil
+	case "off", "0":
+		return -1, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < minPoll {
+		return 0, fmt.Errorf("want auto, off, or an interval of at least %v such as 2s", minPoll)
+	}
+	return d, nil
 }
 
 func usageError(format string, args ...any) int {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"text/tabwriter"
@@ -123,7 +124,9 @@ func commands() []*cli.Command {
 	withUsage := func(c *cli.Command) *cli.Command {
 		c.OnUsageError = usageErr
 		c.CustomHelpTemplate = cli.CommandHelpTemplate + exitCodesHelp + "\n"
-		c.Action = noArgs(c.Action)
+		if c.Name != "docker-flags" { // its arguments are --init's entrypoint
+			c.Action = noArgs(c.Action)
+		}
 		return c
 	}
 	return []*cli.Command{
@@ -164,16 +167,40 @@ func commands() []*cli.Command {
 			Action: cmdStatus,
 		}),
 		withUsage(&cli.Command{
-			Name:  "docker-flags",
-			Usage: "print the docker run mounts: staging read-only, each credential read-write",
+			Name:      "docker-flags",
+			Usage:     "print the docker run mounts: staging read-only, each credential read-write",
+			ArgsUsage: "[--init [-- ENTRYPOINT [ARG...]]]",
 			Description: "shell: for docker run $(caw docker-flags) IMAGE; refuses paths that word splitting or globbing\n" +
 				"would break (use json then). json: an argv array. compose: a volumes: snippet.\n" +
-				"devcontainer: a \"mounts\" array.",
+				"devcontainer: a \"mounts\" array.\n\n" +
+				"--init runs an image that knows nothing of caw under caw-init, without a rebuild, as docker run\n" +
+				"--init does for Docker's init: caw-init is mounted read-only at " + host.InitPath + " and made the\n" +
+				"entrypoint, the container starts as root (so the mounts stay locked) and caw-init runs the\n" +
+				"command as --user (default: your uid:gid, so files written in a mounted project stay yours),\n" +
+				"in the manifest's container home when the image has no home for that uid. Give the command\n" +
+				"after the image (--entrypoint clears the image's CMD); name the image's own entrypoint after --.\n" +
+				"caw-init comes from beside caw or PATH on a Linux host, else from the volume caw install-init fills.",
 			Flags: []cli.Flag{
 				authDirFlag(),
 				&cli.StringFlag{Name: "format", Value: host.FormatShell, Usage: "one of " + strings.Join(host.Formats, ", ")},
+				&cli.BoolFlag{Name: "init", Usage: "also mount caw-init and make it the entrypoint, for images built without it"},
+				&cli.StringFlag{Name: "init-from", Usage: "with --init: a static caw-init on this host, or a volume name (default: caw-init beside caw or in PATH on Linux, else the volume " + host.DefaultInitVolume + ")"},
+				&cli.StringFlag{Name: "user", Usage: "with --init: numeric UID:GID caw-init runs the command as (default: yours)"},
 			},
 			Action: cmdDockerFlags,
+		}),
+		withUsage(&cli.Command{
+			Name:  "install-init",
+			Usage: "fill a Docker volume with caw-init from the caw image, for docker-flags --init (any host, a Mac too)",
+			Description: "Runs docker run --rm --pull never -v VOLUME:/dst --entrypoint /caw IMAGE install-init --into /dst,\n" +
+				"which copies the image's static caw-init into the volume (the image is never pulled: build it\n" +
+				"locally). Run it again after upgrading the caw image.",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "volume", Value: host.DefaultInitVolume, Usage: "the volume to fill"},
+				&cli.StringFlag{Name: "image", Value: "caw", Usage: "the caw image (docker build -t caw . in caw's source)"},
+				&cli.StringFlag{Name: "into", Hidden: true, Usage: "inside the caw image: the directory to copy caw-init into"},
+			},
+			Action: cmdInstallInit,
 		}),
 		withUsage(&cli.Command{
 			Name:  "teardown",
@@ -335,16 +362,56 @@ func cmdDockerFlags(c *cli.Context) error {
 	if !contains(host.Formats, format) {
 		return &host.UsageError{Msg: fmt.Sprintf("unknown --format %q (want one of %s)", format, strings.Join(host.Formats, ", "))}
 	}
+	if !c.Bool("init") {
+		for _, f := range []string{"init-from", "user"} {
+			if c.IsSet(f) {
+				return &host.UsageError{Msg: fmt.Sprintf("docker-flags: --%s goes with --init", f)}
+			}
+		}
+		if c.Args().Present() {
+			return &host.UsageError{Msg: fmt.Sprintf("docker-flags: unexpected argument %q (an entrypoint after -- goes with --init)", c.Args().First())}
+		}
+	}
 	mounts, err := host.DockerFlags(dir)
 	if err != nil {
 		return err
 	}
-	out, err := host.Render(mounts, format)
-	if err != nil {
+	var out string
+	if c.Bool("init") {
+		exe, _ := os.Executable()
+		in, err := host.ResolveInit(host.InitOptions{From: c.String("init-from"), User: c.String("user"), Entrypoint: c.Args().Slice()},
+			exe, exec.LookPath, os.Getuid(), os.Getgid())
+		if err != nil {
+			return err
+		}
+		if out, err = host.RenderInit(mounts, in, format); err != nil {
+			return err
+		}
+	} else if out, err = host.Render(mounts, format); err != nil {
 		return err
 	}
 	_, err = io.WriteString(c.App.Writer, out)
 	return err
+}
+
+func cmdInstallInit(c *cli.Context) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if into := c.String("into"); into != "" {
+		return host.InstallInit(exe, into)
+	}
+	volume, image := c.String("volume"), c.String("image")
+	// --pull never: the caw image is built locally; a registry image that
+	// happens to be called caw must never become every container's PID 1.
+	cmd := exec.Command("docker", "run", "--rm", "--pull", "never", "-v", volume+":/dst", "--entrypoint", "/caw", image, "install-init", "--into", "/dst")
+	cmd.Stdout, cmd.Stderr = c.App.Writer, c.App.ErrWriter
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("docker run %s install-init: %w (build the caw image first: docker build -t caw . in caw's source)", image, err)
+	}
+	fmt.Fprintf(c.App.Writer, "caw-init installed in the volume %s: docker run $(caw docker-flags --init --init-from %s) IMAGE COMMAND\n", volume, volume)
+	return nil
 }
 
 func cmdTeardown(c *cli.Context) error {

@@ -318,3 +318,17 @@ func TestUnreadableFiles(t *testing.T) {
 	}
 	cawAs(t, home, nil, nobody, "status").want(t, 0, "INVALID (permission denied)", "")
 }
+
+func TestDockerFlagsInitUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"docker-flags", "--user", "1:1"},
+		{"docker-flags", "--init-from", "v"},
+		{"docker-flags", "--", "/ep.sh"},
+		{"docker-flags", "stray"},
+	} {
+		var out, errb strings.Builder
+		if code := run(append([]string{"caw"}, args...), &out, &errb); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (usage)\n%s", args, code, exitUsage, errb.String())
+		}
+	}
+}

@@ -9,7 +9,9 @@
 //   - caw:latest: the root Dockerfile (the image users COPY caw-init from);
 //   - caw-example:KEY: Dockerfile.example exactly as a user would build it;
 //   - caw-test:KEY: a FROM-scratch image of caw-init, Debian's static
-//     busybox, a playground user and the fake agent, for the fast cases.
+//     busybox, a playground user and the fake agent, for the fast cases;
+//   - caw-busybox:KEY: a FROM-scratch image of the static busybox alone (an
+//     image that knows nothing of caw, for docker-flags --init).
 //
 // Each image is made only when missing or stale: images caw builds carry a
 // label with a hash of their inputs, and a changed input rebuilds. Builds of
@@ -45,6 +47,7 @@ const (
 	Caw     = "caw:latest"
 	Example = "caw-example"
 	Test    = "caw-test"
+	Busybox = "caw-busybox"
 )
 
 // keyLabel holds the hash of an image's inputs on images caw builds.

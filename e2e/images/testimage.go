@@ -134,6 +134,63 @@ func (b *Builder) TestImage(ctx context.Context) (string, error) {
 	return tag, nil
 }
 
+// BusyboxImage builds a FROM-scratch image of Debian's static busybox and
+// its applets, and nothing else: no caw-init, no /etc, no user, no home
+// (the stock image of docker-flags --init's tests). It returns its
+// content-keyed tag.
+func (b *Builder) BusyboxImage(ctx context.Context) (string, error) {
+	applets, err := run(ctx, time.Minute, nil, nil, busyboxPath, "--list")
+	if err != nil {
+		return "", fmt.Errorf("list busybox applets (apt-get install busybox-static): %w", err)
+	}
+	files := []imgFile{
+		{name: "bin/", mode: 0o755},
+		{name: "tmp/", mode: 0o1777},
+		{name: "bin/busybox", mode: 0o755, src: busyboxPath},
+	}
+	names := strings.Fields(string(applets))
+	sort.Strings(names)
+	for _, a := range names {
+		if a != "busybox" && !strings.Contains(a, "/") {
+			files = append(files, imgFile{name: "bin/" + a, link: "busybox"})
+		}
+	}
+	h := sha256.New()
+	for i := range files {
+		f := &files[i]
+		if f.src != "" {
+			if f.data, err = os.ReadFile(f.src); err != nil {
+				return "", fmt.Errorf("read busybox image file: %w", err)
+			}
+		}
+		fmt.Fprintf(h, "%s\x00%o\x00%s\x00%d\x00", f.name, f.mode, f.link, len(f.data))
+		h.Write(f.data)
+	}
+	tag := Busybox + ":" + hex.EncodeToString(h.Sum(nil))[:16]
+	unlock, err := b.lock()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, ok := label(ctx, tag); ok {
+		return tag, nil
+	}
+	b.logf("docker import %s", tag)
+	var buf bytes.Buffer
+	if err := writeRootfs(&buf, files); err != nil {
+		return "", err
+	}
+	if _, err := run(ctx, 3*time.Minute, &buf, nil, "docker", "import",
+		"--change", "ENV PATH=/usr/local/bin:/bin",
+		"--change", `CMD ["sh"]`,
+		"--change", "LABEL "+keyLabel+"="+strings.TrimPrefix(tag, Busybox+":"),
+		"-", tag); err != nil {
+		return "", err
+	}
+	pruneTags(ctx, Busybox, tag)
+	return tag, nil
+}
+
 // pruneTags removes the other content-keyed tags of repo that a changed
 // source tree left behind more than a day ago (a younger one may be in use
 // by a test run of another tree); one still used by a container stays.

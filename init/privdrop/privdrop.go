@@ -14,6 +14,10 @@
 //	name:group, uid:gid, uid:grp exactly that uid and gid; groups = [gid]
 //	uid (no passwd entry)        that uid, the caller's gid, HOME=/
 //	unknown name or group        refused
+//
+// An image that knows nothing of the user (caw docker-flags --init runs any
+// image as the host user's uid:gid) has no home for it: HomeFor picks the
+// manifest's container home instead, and MakeHome creates it.
 package privdrop
 
 import (
@@ -22,7 +26,9 @@ import (
 	"fmt"
 	"github.com/caw-dev/caw/internal/safefs"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +51,8 @@ type Identity struct {
 	// Name is the login name for USER and LOGNAME: the passwd name of UID,
 	// or UID in decimal when passwd has no entry for it.
 	Name string
+	// Known: passwd has an entry for UID.
+	Known bool
 }
 
 // Resolve resolves spec (USER[:GROUP]) against the given passwd and group
@@ -96,7 +104,7 @@ func Resolve(spec, passwdPath, groupPath string, curGID int) (*Identity, error) 
 	if !found {
 		name = strconv.Itoa(eu.Uid)
 	}
-	id.Name = name
+	id.Name, id.Known = name, found
 	return id, nil
 }
 
@@ -193,4 +201,42 @@ func (id *Identity) Env(environ []string) []string {
 		}
 	}
 	return out
+}
+
+// HomeFor decides the child's home: the passwd home when the uid has one
+// (other than "/"), else fallback (the manifest's container home), which
+// the caller creates for the user when it does not exist (create). With no
+// fallback the passwd home, or "/", stays.
+func HomeFor(id *Identity, fallback string, isDir func(string) bool) (home string, create bool) {
+	if id.Known && id.Home != "/" {
+		return id.Home, false
+	}
+	if fallback == "" || fallback == "/" {
+		return id.Home, false
+	}
+	if isDir(fallback) {
+		return fallback, false
+	}
+	return fallback, true
+}
+
+// MakeHome creates the directory home, mode 0700, owned by uid:gid, with
+// any missing parents owned by root, mode 0755 (as useradd -m does). It
+// runs before the command starts, so nothing in the container races it;
+// a home that appeared meanwhile is left as it is.
+func MakeHome(home string, uid, gid int) error {
+	if err := os.MkdirAll(filepath.Dir(home), 0o755); err != nil {
+		return fmt.Errorf("create home %s: %w", home, err)
+	}
+	if err := os.Mkdir(home, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return fmt.Errorf("create home %s: %w", home, err)
+	}
+	if err := os.Lchown(home, uid, gid); err != nil {
+		os.Remove(home)
+		return fmt.Errorf("create home %s: %w", home, err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -117,4 +118,62 @@ func TestEnv(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("Env = %q, want %q", got, want)
 	}
+}
+
+func TestHomeFor(t *testing.T) {
+	dirs := map[string]bool{"/home/playground": true, "/home/agent": true, "/": true}
+	isDir := func(p string) bool { return dirs[p] }
+	for _, tc := range []struct {
+		name     string
+		id       Identity
+		fallback string
+		home     string
+		create   bool
+	}{
+		{"passwd user with a home", Identity{UID: 1000, Home: "/home/playground", Known: true}, "/home/agent", "/home/playground", false},
+		{"uid not in passwd", Identity{UID: 4242, Home: "/"}, "/home/playground", "/home/playground", false},
+		{"uid not in passwd, home missing", Identity{UID: 4242, Home: "/"}, "/home/new", "/home/new", true},
+		{"passwd home missing: the guard creates it", Identity{UID: 65534, Home: "/nonexistent", Known: true}, "/home/new", "/nonexistent", false},
+		{"passwd home is /", Identity{UID: 1002, Home: "/", Known: true}, "/home/agent", "/home/agent", false},
+		{"no fallback", Identity{UID: 4242, Home: "/"}, "", "/", false},
+		{"fallback /", Identity{UID: 4242, Home: "/"}, "/", "/", false},
+	} {
+		home, create := HomeFor(&tc.id, tc.fallback, isDir)
+		if home != tc.home || create != tc.create {
+			t.Errorf("%s: HomeFor = %q, %v; want %q, %v", tc.name, home, create, tc.home, tc.create)
+		}
+	}
+}
+
+func TestMakeHome(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	home := filepath.Join(t.TempDir(), "home", "agent")
+	if err := MakeHome(home, 4242, 4243); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 || st.Uid != 4242 || st.Gid != 4243 {
+		t.Fatalf("home is %v %d:%d, want a 0700 directory owned by 4242:4243", fi.Mode(), st.Uid, st.Gid)
+	}
+	if err := MakeHome(home, 1, 1); err != nil {
+		t.Fatalf("existing home: %v", err)
+	}
+	if st := mustStat(t, home); st.Uid != 4242 {
+		t.Fatalf("an existing home was chowned to %d", st.Uid)
+	}
+}
+
+func mustStat(t *testing.T, p string) *syscall.Stat_t {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t)
 }

@@ -16,8 +16,9 @@
 // checks and the crash-safe in-place write are internal/safefs (read both
 // to trust the guard against a hostile user; a bind-dir host directory,
 // which the user may be able to write too, uses the same primitives);
-// host.go is the host side; inotify.go is the event source; cred.go the
-// sync rules.
+// host.go is the host side; inotify.go is the event source, poll.go a stat
+// poll for host files shared through a VM (no host-side events); cred.go
+// the sync rules.
 package guard
 
 import (
@@ -29,6 +30,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
@@ -51,6 +53,10 @@ type Config struct {
 	UID, GID int                // the target user's ids: every operation in Home runs as them
 	Groups   []int              // the target user's supplementary groups
 	Logf     Logf
+	// Poll: 0 stat-polls the host sides on filesystems that raise no
+	// host-side events (see poll.go); > 0 polls every host side at that
+	// interval; < 0 never polls.
+	Poll time.Duration
 }
 
 // Guard keeps home copies and host credentials in sync.
@@ -63,6 +69,7 @@ type Guard struct {
 	homeWds map[*cred][]homeWatch
 	creds   []*cred
 	in      *inotify
+	poll    *poller
 	done    chan struct{}
 
 	stopOnce  sync.Once
@@ -128,6 +135,7 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 		defer close(g.done)
 		in.run(g.handle, g.overflow)
 	}()
+	g.poll = g.startPoll()
 	return g, nil
 }
 
@@ -373,6 +381,7 @@ func (g *Guard) Flush(ctx context.Context) error {
 // stopWatching stops the event loop and waits for it.
 func (g *Guard) stopWatching() {
 	g.stopOnce.Do(func() {
+		g.poll.close()
 		if g.in == nil {
 			return
 		}
