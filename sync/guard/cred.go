@@ -29,15 +29,6 @@ func (s side) String() string {
 	return "host"
 }
 
-// Regression policy: a side that went back to an older token gets the
-// fresher one written back, at most maxWriteBacks times per window; after
-// that it is reported once and left alone (an agent holding an old token in
-// memory would otherwise fight the guard forever).
-const (
-	maxWriteBacks   = 3
-	writeBackWindow = time.Minute
-)
-
 // cred is one synced credential. Every decision takes mu, so the event loop
 // and Flush never interleave on one credential.
 type cred struct {
@@ -76,9 +67,28 @@ type cred struct {
 	kept    [2][]keptFile
 	recheck *time.Timer
 	// history holds the last usable contents either side held, to tell an
-	// agent rewriting an old token from two fresh refreshes racing.
-	history [16][32]byte
-	histN   int
+	// agent rewriting an old token from two fresh refreshes racing; each
+	// with the count of contents remembered before it, so that those
+	// remembered before staleBefore (the host's latest login, or start-up)
+	// are stale: never written to the host again.
+	history     [64]histEntry
+	histN       int
+	staleBefore int
+	// prev is the status of the content each side held when the guard last
+	// read or wrote it, and mine whether the guard wrote it there.
+	prev [2]agents.Status
+	mine [2]bool
+	// hostWrittenAt is when the guard last wrote the host; hostDue the
+	// rate limit's state (see limits); limit the timer that delivers a
+	// write the limit held back.
+	hostWrittenAt time.Time
+	hostDue       time.Time
+	limit         *time.Timer
+}
+
+type histEntry struct {
+	sum [32]byte
+	n   int
 }
 
 // view is one side's content as read, classified.
@@ -93,20 +103,21 @@ func (c *cred) name() string { return c.e.Agent + " credential " + c.e.Container
 
 // remember records usable content either side held.
 func (c *cred) remember(sum [32]byte) {
-	if c.known(sum) {
+	if _, ok := c.known(sum); ok {
 		return
 	}
-	c.history[c.histN%len(c.history)] = sum
+	c.history[c.histN%len(c.history)] = histEntry{sum, c.histN}
 	c.histN++
 }
 
-func (c *cred) known(sum [32]byte) bool {
+// known reports whether sum is in the history, and when it came in.
+func (c *cred) known(sum [32]byte) (n int, ok bool) {
 	for i := range min(c.histN, len(c.history)) {
-		if c.history[i] == sum {
-			return true
+		if c.history[i].sum == sum {
+			return c.history[i].n, true
 		}
 	}
-	return false
+	return 0, false
 }
 
 // once logs a message the first time its key is seen for this credential.
@@ -166,51 +177,19 @@ func (c *cred) readRaw(s side) view {
 	return v
 }
 
-// copyIn is the start-up sync: the host's credential becomes the home copy,
-// unless the home copy (left from an earlier run of this container) is
-// fresher, in which case it is kept and pushed to the host.
+// copyIn is the start-up sync: the host is the source of truth, so its
+// usable credential replaces the home copy (one left from an earlier run of
+// this container is never pushed: see decide).
 func (c *cred) copyIn() {
-	hv, Hv := c.read(home), c.read(host)
-	c.seen[home], c.seen[host] = hv.sum, Hv.sum
-	for _, x := range []view{hv, Hv} {
-		if x.st.State.Usable() {
-			c.remember(x.sum)
-		}
-	}
-	if hv.sum == Hv.sum {
-		return
-	}
-	switch {
-	case agents.Compare(hv.st, Hv.st) > 0:
-		c.g.logf(1, "%s: the home copy is fresher than the host's; keeping it and pushing it to the host", c.name())
-		c.write(host, hv, Hv)
-	case Hv.st.State.Usable():
-		c.write(home, Hv, hv)
-	default:
-		c.g.logf(1, "%s: the host's credential is %s; nothing copied", c.name(), Hv.st.State)
-	}
+	c.sync(anySide, onStart)
 }
 
 // anySide is the trigger of a sync that no single side's event caused.
 const anySide side = -1
 
-// mode is why a sync runs.
-type mode int
-
-const (
-	// onEvent: inotify reported a change on the trigger side.
-	onEvent mode = iota
-	// onFlush: the child is gone; a fresher home copy must reach the host
-	// now, even over a host file that looks mid-write.
-	onFlush
-	// onSettle: a side owed content stayed torn and quiet for settleDelay
-	// (its writer died): it gets the fresher content.
-	onSettle
-)
-
 // sync brings both sides to the freshest usable content after a change on
 // trigger (or anySide). It re-decides when a side changed under a write.
-func (c *cred) sync(trigger side, m mode) error {
+func (c *cred) sync(trigger side, m cause) error {
 	var err error
 	owed := anySide
 	for range 8 {
@@ -222,14 +201,14 @@ func (c *cred) sync(trigger side, m mode) error {
 	return err
 }
 
-// syncOnce takes one decision. owed is the side a write of the previous
-// decision found changed (errChanged), which is returned for the next one:
-// the content that write carried never reached it, so it is still new to
-// that side. Without this, the next decision would see only that side
-// change and take its new content (say, the token the other side held just
-// before) for a regression, or leave a side it left alone without the
-// fresher token.
-func (c *cred) syncOnce(trigger side, m mode, owed side) (side, error) {
+// syncOnce reads the sides, takes one decision (decide) and carries it
+// out. owed is the side a write of the previous decision found changed
+// (errChanged), which is returned for the next one: the content that write
+// carried never reached it, so it is still owed to that side. Without
+// this, the next decision would see only that side change and take its new
+// content (say, the token the other side held just before) for a
+// regression, or leave a side it left alone without the fresher token.
+func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 	var v [2]view
 	var have [2]bool
 	if trigger != anySide && m == onEvent && !c.pending[home] && !c.pending[host] {
@@ -241,10 +220,10 @@ func (c *cred) syncOnce(trigger side, m mode, owed side) (side, error) {
 			return anySide, nil
 		}
 		c.classify(&v[trigger])
-		if !v[trigger].st.State.Usable() {
+		if !v[trigger].st.State.Usable() && !(v[trigger].st.State == agents.LoggedOut && c.repairs()) {
 			// Nothing to propagate from it, and nothing to write to it
 			// (it is mid-write, or its own deliberate logout).
-			c.seen[trigger] = v[trigger].sum
+			c.saw(trigger, v[trigger], false)
 			return anySide, nil
 		}
 	}
@@ -253,9 +232,25 @@ func (c *cred) syncOnce(trigger side, m mode, owed side) (side, error) {
 			v[s] = c.read(side(s))
 		}
 	}
-	hv, Hv := v[home], v[host]
-	homeChanged, hostChanged := hv.sum != c.seen[home], Hv.sum != c.seen[host]
-	c.seen[home], c.seen[host] = hv.sum, Hv.sum
+	now := time.Now()
+	in := input{Cause: m, Now: now, RepairStubs: c.repairs(), HostWrittenAt: c.hostWrittenAt,
+		WriteBacks: c.writeBacks, Limits: c.g.limits(), HostDue: c.hostDue}
+	for s := range 2 {
+		x := v[s]
+		n, known := c.known(x.sum)
+		st := sideState{St: x.st, Sum: x.sum, Changed: x.sum != c.seen[s] || m == onStart,
+			Known: known && m != onStart, Stale: known && n < c.staleBefore,
+			Owed: c.pending[s] || side(s) == owed, LeftAlone: c.leftAlone[s],
+			Prev: c.prev[s], PrevSum: c.seen[s], PrevMine: c.mine[s]}
+		if x.st.State.Usable() {
+			st.Claims = agents.Inspect(c.format, x.data, now)
+		}
+		in.Side[s] = st
+	}
+	a := decide(in)
+	for s := range 2 {
+		c.saw(side(s), v[s], false)
+	}
 	// Known once this decision is taken (not before: whether the content
 	// was known decides what a regression is).
 	defer func() {
@@ -265,96 +260,88 @@ func (c *cred) syncOnce(trigger side, m mode, owed side) (side, error) {
 			}
 		}
 	}()
-	if hv.sum == Hv.sum {
+	if m == onStart || a.Login {
+		// Everything seen so far, and what the home holds now, is stale;
+		// a new host token is not (it is remembered after this), unless
+		// this is the start-up copy.
+		if v[home].st.State.Usable() {
+			c.remember(v[home].sum)
+		}
+		if m == onStart && v[host].st.State.Usable() {
+			c.remember(v[host].sum)
+		}
+		c.staleBefore = c.histN
+	}
+	for _, n := range a.Notes {
+		if n.once != "" {
+			c.once(n.once, n.level, "%s: %s", c.name(), n.msg)
+		} else {
+			c.g.logf(n.level, "%s: %s", c.name(), n.msg)
+		}
+	}
+	if a.LeaveAlone {
+		c.leftAlone[a.Dst] = true
+	}
+	if a.Unowe {
+		c.pending[a.Dst] = false
+	}
+	switch a.Verb {
+	case settled:
 		c.settled()
-		return anySide, nil
-	}
-	cmp := agents.Compare(hv.st, Hv.st)
-	if cmp == 0 {
-		if !hv.st.State.Usable() {
-			return anySide, nil // neither side has anything worth syncing
+	case hold:
+		c.owe(a.Dst)
+	case later:
+		c.pending[a.Dst] = true
+		c.armLimit(a.At.Sub(now))
+	case write:
+		if a.WriteBack {
+			c.countWriteBack(a.Dst, now)
 		}
-		// Equally fresh, different content: the most recent change wins.
-		switch {
-		case homeChanged:
-			cmp = 1
-		case hostChanged:
-			cmp = -1
-		default:
-			return anySide, nil
-		}
+		return a.Dst, c.write(a.Dst, v[other(a.Dst)], v[a.Dst], m)
 	}
-	dst, src, cur, srcChanged, curChanged := home, Hv, hv, hostChanged, homeChanged
-	if cmp > 0 {
-		dst, src, cur, srcChanged, curChanged = host, hv, Hv, homeChanged, hostChanged
-	}
-	if dst == owed {
-		srcChanged = true
-	}
-	return dst, c.push(dst, src, cur, srcChanged, curChanged, m)
+	return anySide, nil
 }
 
-// push writes src (usable, and fresher) over side dst, whose content is
-// cur, when there is a reason to: src brings something new, dst went back
-// to an older token, dst is owed it, or the final flush finds dst stale.
-func (c *cred) push(dst side, src, cur view, srcChanged, curChanged bool, m mode) error {
-	switch {
-	case m == onSettle:
-	case cur.st.State == agents.Empty || cur.st.State == agents.Invalid:
-		// dst may be mid-write (a truncate before an in-place write, a
-		// writer pausing mid-file): writing now would interleave with its
-		// writer. Its next event re-decides; if it stays torn and quiet,
-		// the settle timer delivers src.
-		if !srcChanged && !c.pending[dst] {
-			return nil
-		}
-		if m != onFlush {
-			c.g.logf(2, "%s: the %s side is %s; waiting for its writer", c.name(), dst, cur.st.State)
-			c.owe(dst)
-			return nil
-		}
-	case !cur.st.State.Usable():
-		// A complete logged-out stub or a deleted file: left as it is when
-		// that is dst's own latest change (a deliberate logout), replaced
-		// when src brings a new login.
-		if curChanged {
-			c.pending[dst] = false
-		}
-		if curChanged || !srcChanged {
-			return nil
-		}
-	case curChanged && !srcChanged && !c.pending[dst] && !c.known(cur.sum):
-		// dst changed to a token never seen before that is older than
-		// src's: two refreshes raced (each side took one at about the same
-		// moment). The fresher one goes back; not a regression.
-		c.g.logf(2, "%s: the %s side took an older token than the %s side holds; writing the fresher one back", c.name(), dst, other(dst))
-	case curChanged && !srcChanged && !c.pending[dst]:
-		// dst went back to a token it held before: an agent rewrote the
-		// old token it keeps in memory.
-		if c.leftAlone[dst] {
-			return nil
-		}
-		now := time.Now()
-		kept := c.writeBacks[dst][:0]
-		for _, t := range c.writeBacks[dst] {
-			if now.Sub(t) < writeBackWindow {
-				kept = append(kept, t)
-			}
-		}
-		c.writeBacks[dst] = append(kept, now)
-		if len(c.writeBacks[dst]) > maxWriteBacks {
-			c.leftAlone[dst] = true
-			c.g.logf(0, "%s: the %s copy went back to an older token %d times within %s; leaving it alone (restart the agent holding the old token)",
-				c.name(), dst, len(c.writeBacks[dst]), writeBackWindow)
-			return nil
-		}
-		c.g.logf(1, "%s: the %s copy went back to an older token; writing the fresher one back", c.name(), dst)
-	case m == onFlush:
-		// dst holds an older usable token: the last chance to update it.
-	case !srcChanged && !c.pending[dst]:
-		return nil // nothing new since the last decision
+// saw records what side s holds as what the guard last saw there.
+func (c *cred) saw(s side, x view, mine bool) {
+	if c.seen[s] != x.sum {
+		c.seen[s], c.prev[s], c.mine[s] = x.sum, x.st, mine
 	}
-	return c.write(dst, src, cur)
+}
+
+// repairs: the agent's logged-out stubs are its answer to invalid_grant.
+func (c *cred) repairs() bool {
+	a, ok := agents.Lookup(c.e.Agent)
+	return ok && a.StubOnRefusal
+}
+
+func (c *cred) countWriteBack(dst side, now time.Time) {
+	kept := c.writeBacks[dst][:0]
+	for _, t := range c.writeBacks[dst] {
+		if now.Sub(t) < writeBackWindow {
+			kept = append(kept, t)
+		}
+	}
+	c.writeBacks[dst] = append(kept, now)
+}
+
+// armLimit arms the timer that delivers a host write the rate limit held
+// back; it runs only then, never while idle.
+func (c *cred) armLimit(d time.Duration) {
+	if c.closed {
+		return
+	}
+	if c.limit == nil {
+		c.limit = time.AfterFunc(d, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if !c.closed && c.pending[host] {
+				c.sync(anySide, onLimit)
+			}
+		})
+		return
+	}
+	c.limit.Reset(d)
 }
 
 // settleDelay is how long a torn side must stay quiet before the guard
@@ -397,6 +384,9 @@ func (c *cred) stop() {
 	}
 	if c.recheck != nil {
 		c.recheck.Stop()
+	}
+	if c.limit != nil {
+		c.limit.Stop()
 	}
 	c.recheckKept()
 }
@@ -459,7 +449,7 @@ func (c *cred) recheckKept() bool {
 
 // write replaces dst's content (cur) with src's, unless dst changed since
 // it was read (errChanged: decide again).
-func (c *cred) write(dst side, src, cur view) error {
+func (c *cred) write(dst side, src, cur view, m cause) error {
 	if dst == host && (c.hostDead || c.hostRO) {
 		c.owedRO = c.hostRO
 		return nil
@@ -486,9 +476,16 @@ func (c *cred) write(dst side, src, cur view) error {
 	}
 	switch {
 	case err == nil:
-		c.seen[dst] = src.sum
+		c.saw(dst, src, true)
 		c.pending[dst] = false
 		c.remember(src.sum)
+		if dst == host {
+			now := time.Now()
+			c.hostWrittenAt = now
+			if m != onFlush {
+				c.hostDue = nextHostDue(c.g.limits(), c.hostDue, now)
+			}
+		}
 		c.g.logf(2, "%s: %s -> %s (%s)", c.name(), other(dst), dst, src.st.Describe(time.Now()))
 		return nil
 	case errors.Is(err, errChanged):

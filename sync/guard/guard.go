@@ -25,6 +25,7 @@ import (
 	"os"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
@@ -41,6 +42,11 @@ type Config struct {
 	Home     string             // the target user's home in the container
 	UID, GID int                // the target user's ids (owner of what the guard writes in Home)
 	Logf     Logf
+	// WriteBurst and WriteEvery bound the guard's writes of each host file
+	// from the container's side: WriteBurst at once, then one per
+	// WriteEvery (zero: 4 and 3 s; a negative WriteBurst: no limit).
+	WriteBurst int
+	WriteEvery time.Duration
 }
 
 // Guard keeps home copies and host credentials in sync.
@@ -53,6 +59,18 @@ type Guard struct {
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
+}
+
+// limits is the home-to-host rate limit Config asks for.
+func (g *Guard) limits() limits {
+	l := defaultLimits
+	if g.cfg.WriteBurst != 0 {
+		l.burst = max(g.cfg.WriteBurst, 0)
+	}
+	if g.cfg.WriteEvery > 0 {
+		l.every = g.cfg.WriteEvery
+	}
+	return l
 }
 
 func (g *Guard) logf(level int, format string, args ...any) {
