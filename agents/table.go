@@ -102,8 +102,8 @@ type Agent struct {
 	// (invalid_grant) by writing a logged-out stub, and logs out by
 	// deleting its file, so a stub is never a logout the person asked for.
 	StubOnRefusal bool
-	Credential FileSpec
-	Configs    []FileSpec
+	Credential    FileSpec
+	Configs       []FileSpec
 }
 
 // table is every supported agent. Keep entries in the order users know them.

@@ -73,7 +73,9 @@ func scratch(t *testing.T) string {
 // stopped (SIGTERM, as docker stop) when the test ends.
 func container(t *testing.T, bin, dir string, host *harness.Host, strategy string) *harness.Container {
 	t.Helper()
-	var extra []string
+	// The torture writes faster than any agent refreshes: the rate limit
+	// on host writes (its own tests in sync/guard) would only slow it down.
+	extra := []string{"--sync-write-every", "1ms"}
 	if v := os.Getenv("CAW_TORTURE_VERBOSE"); v != "" {
 		extra = append(extra, "-"+strings.Repeat("v", max(1, len(v))))
 	}

@@ -92,6 +92,7 @@ func run() int {
 	if m != nil {
 		g, err = guard.Start(context.Background(), guard.Config{
 			AuthDir: o.authDir, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Logf: logf,
+			WriteEvery: o.writeEvery,
 		})
 		switch {
 		case err != nil:
