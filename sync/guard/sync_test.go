@@ -20,6 +20,7 @@ type sentinel struct {
 	f              *fx
 	home, hostFile string
 	n              int
+	gemini         bool
 }
 
 func (f *fx) sentinel() *sentinel {
@@ -31,8 +32,12 @@ func (f *fx) sentinel() *sentinel {
 func (s *sentinel) barrier() {
 	s.f.t.Helper()
 	s.n++
-	renameOwned(s.f.t, s.home, codexTok(s.n), userUID, userGID)
-	waitContent(s.f.t, s.hostFile, codexTok(s.n))
+	tok := codexTok(s.n)
+	if s.gemini {
+		tok = geminiTok(s.n)
+	}
+	renameOwned(s.f.t, s.home, tok, userUID, userGID)
+	waitContent(s.f.t, s.hostFile, tok)
 }
 
 func TestCopyInCreatesHomeAndConfigs(t *testing.T) {
