@@ -102,8 +102,11 @@ type Agent struct {
 	// (invalid_grant) by writing a logged-out stub, and logs out by
 	// deleting its file, so a stub is never a logout the person asked for.
 	StubOnRefusal bool
-	Credential    FileSpec
-	Configs       []FileSpec
+	// Merge keeps what the replaced file holds that the winner's would
+	// lose (see Merge); nil replaces the whole file.
+	Merge      MergeFunc
+	Credential FileSpec
+	Configs    []FileSpec
 }
 
 // table is every supported agent. Keep entries in the order users know them.
@@ -114,6 +117,8 @@ var table = []Agent{
 		Lifetime: 8 * time.Hour,
 		// Its logout deletes the credential; a stub is its invalid_grant.
 		StubOnRefusal: true,
+		// The file also holds MCP servers' logins and other keys.
+		Merge: mergeClaude,
 		Credential: FileSpec{
 			Locate: func(e Env) string {
 				return filepath.Join(e.dirFromEnv("CLAUDE_CONFIG_DIR", ".claude"), ".credentials.json")
@@ -149,6 +154,7 @@ var table = []Agent{
 		Name: "gemini", Strategy: "bind", Format: "gemini",
 		// Google OAuth access tokens last one hour.
 		Lifetime: time.Hour,
+		Merge:    mergeGemini,
 		Credential: FileSpec{
 			Locate: func(e Env) string { return filepath.Join(e.geminiDir(), "oauth_creds.json") },
 			Target: ".gemini/oauth_creds.json", Src: "gemini/oauth_creds.json", SrcDir: "gemini/dir", LockDir: "gemini/mnt", Mode: 0o600,
@@ -171,6 +177,8 @@ var table = []Agent{
 		// other provider gets a day.
 		Lifetime:  24 * time.Hour,
 		Providers: map[string]time.Duration{"anthropic": 8 * time.Hour, "openai": 10 * 24 * time.Hour, "github-copilot": time.Hour},
+		// One entry per provider: each side's logins survive.
+		Merge: mergeOpencode,
 		Credential: FileSpec{
 			Locate: func(e Env) string {
 				return filepath.Join(e.dirFromEnv("XDG_DATA_HOME", ".local/share"), "opencode", "auth.json")

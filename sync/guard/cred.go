@@ -297,9 +297,31 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 		if a.WriteBack {
 			c.countWriteBack(a.Dst, now)
 		}
-		return a.Dst, c.write(a.Dst, v[other(a.Dst)], v[a.Dst], m)
+		src := c.merge(v[other(a.Dst)], v[a.Dst])
+		if err := c.write(a.Dst, src, v[a.Dst], m); err != nil || src.sum == v[other(a.Dst)].sum || m == onStart {
+			return a.Dst, err
+		}
+		// The merge kept something of dst's that the winning side lacks:
+		// that side gets the merged document too, so both hold both (not
+		// at start-up, when nothing goes to the host).
+		return other(a.Dst), c.write(other(a.Dst), src, v[other(a.Dst)], m)
 	}
 	return anySide, nil
+}
+
+// merge is the content that replaces cur when src wins: src, with what
+// the agent's merge keeps of cur (agents.Merge).
+func (c *cred) merge(src, cur view) view {
+	data := agents.Merge(c.format, src.data, cur.data)
+	if string(data) == string(src.data) {
+		return src
+	}
+	m := view{data: data, sum: sha256.Sum256(trimJSON(data))}
+	c.classify(&m)
+	if !m.st.State.Usable() {
+		return src // never: a merge only adds members
+	}
+	return m
 }
 
 // saw records what side s holds as what the guard last saw there.

@@ -148,3 +148,31 @@ func (f *fx) geminiSentinel() *sentinel {
 func geminiTok(n int) []byte {
 	return fmt.Appendf(nil, `{"access_token":"ya29.%d","refresh_token":"1//r","expiry_date":%d}`+"\n", n, time.Now().Add(30*time.Minute).UnixMilli()+int64(n))
 }
+
+// TestMergeKeepsBothSides: an MCP server's login in the container and a
+// Claude refresh on the host both survive, on both sides; a Gemini refresh
+// written without its refresh token keeps the other side's.
+func TestMergeKeepsBothSides(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	gemHost := f.bind("gemini", ".gemini/oauth_creds.json", geminiTok(1))
+	f.start()
+	homeFile, gemHome := f.homePath(".claude/.credentials.json"), f.homePath(".gemini/oauth_creds.json")
+	mcp := func(n int) []byte {
+		b := claudeTok(n)
+		return append(b[:len(b)-3], []byte(`"srv":{"accessToken":"mcp"}}}`+"\n")...)
+	}
+	renameOwned(t, homeFile, mcp(1), userUID, userGID)
+	waitContent(t, hostFile, mcp(1))
+	// The host's agent refreshes from the file it read before the MCP
+	// login reached it.
+	writeOwned(t, hostFile, claudeTok(2), hostUID, hostGID, 0o600)
+	waitContent(t, homeFile, mcp(2))
+	waitContent(t, hostFile, mcp(2))
+
+	noRefresh := fmt.Appendf(nil, `{"access_token":"ya29.new","expiry_date":%d}`+"\n", time.Now().Add(50*time.Minute).UnixMilli())
+	renameOwned(t, gemHome, noRefresh, userUID, userGID)
+	want := append(noRefresh[:len(noRefresh)-2], []byte(`,"refresh_token":"1//r"}`+"\n")...)
+	waitContent(t, gemHost, want)
+	waitContent(t, gemHome, want)
+}

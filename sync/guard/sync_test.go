@@ -108,7 +108,7 @@ func TestBindBothWays(t *testing.T) {
 	writeOwned(t, hostFile, claudeTok(4), hostUID, hostGID, 0o600)
 	waitContent(t, homeFile, claudeTok(4))
 	// A shorter document: the padded in-place write is truncated to size.
-	short := []byte(`{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":` + itoa(tokenBase+99000) + `}}`)
+	short := []byte(`{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":` + itoa(tokenBase+99000) + `},"mcpOAuth":{}}`)
 	renameOwned(t, homeFile, short, userUID, userGID)
 	waitContent(t, hostFile, short)
 	waitFor(t, "the host file truncated to size", func() bool { return len(readFile(hostFile)) == len(short) }, filepath.Dir(hostFile))
