@@ -84,6 +84,17 @@ type cred struct {
 	hostWrittenAt time.Time
 	hostDue       time.Time
 	limit         *time.Timer
+
+	// The worker: the event loop posts event masks per side (or a re-read
+	// after an overflow) under qmu and wakes it; it handles them under mu.
+	qmu     sync.Mutex
+	queued  [2]uint32
+	reread  bool
+	busy    bool
+	wake    chan struct{}
+	quit    chan struct{}
+	stopped chan struct{}
+	started bool
 }
 
 type histEntry struct {
@@ -118,6 +129,93 @@ func (c *cred) known(sum [32]byte) (n int, ok bool) {
 		}
 	}
 	return 0, false
+}
+
+// post hands events on side s (or a re-read of both sides) to the
+// credential's worker, started on first use. Events that pile up while it
+// works are merged: every decision reads the sides afresh.
+func (c *cred) post(s side, mask uint32, reread bool) {
+	c.qmu.Lock()
+	c.queued[s] |= mask
+	c.reread = c.reread || reread
+	c.busy = true
+	if !c.started {
+		c.started = true
+		c.wake, c.quit, c.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		go c.work()
+	}
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *cred) work() {
+	defer close(c.stopped)
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-c.wake:
+		}
+		for {
+			c.qmu.Lock()
+			q, reread := c.queued, c.reread
+			c.queued, c.reread = [2]uint32{}, false
+			if q == [2]uint32{} && !reread {
+				c.busy = false
+				c.qmu.Unlock()
+				break
+			}
+			c.qmu.Unlock()
+			c.mu.Lock()
+			if reread {
+				c.sync(anySide, onEvent)
+			}
+			for s, mask := range q {
+				if mask != 0 {
+					c.handle(side(s), mask)
+				}
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// handle is what the events mask on side s call for.
+func (c *cred) handle(s side, mask uint32) {
+	if s == host && mask&unix.IN_ATTRIB != 0 {
+		c.checkDead()
+	}
+	if s == home && mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
+		c.g.rewatchHome(c)
+	}
+	if mask&^uint32(unix.IN_ATTRIB|unix.IN_ISDIR) != 0 {
+		c.sync(s, onEvent)
+	} else {
+		// ATTRIB alone (chmod, chown, link count) changes no content,
+		// but may end a failure to read or write the side.
+		c.attrChanged(s)
+	}
+}
+
+func (c *cred) idle() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return !c.busy
+}
+
+// stopWorker stops the worker (after the event loop) and waits for it.
+func (c *cred) stopWorker() {
+	c.qmu.Lock()
+	started := c.started
+	c.started = true // no new worker after this
+	c.qmu.Unlock()
+	if started && c.quit != nil {
+		close(c.quit)
+		<-c.stopped
+	}
 }
 
 // once logs a message the first time its key is seen for this credential.

@@ -120,6 +120,7 @@ type fx struct {
 	// (every: its interval, when set); else without one.
 	limited bool
 	every   time.Duration
+	g       *Guard // the last guard start started
 }
 
 func newFx(t testing.TB) *fx {
@@ -234,6 +235,7 @@ func (f *fx) start() *Guard {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { g.Close() })
+	f.g = g
 	return g
 }
 

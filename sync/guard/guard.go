@@ -251,24 +251,12 @@ func (g *Guard) rewatchHome(c *cred) {
 	}
 }
 
+// handle hands a batch of events to the credentials' workers: the event
+// loop itself does no I/O, so a host file whose lock the guard waits for
+// (up to 2 s, see lockFD) delays only its own credential.
 func (g *Guard) handle(batch []dirty) {
 	for _, d := range batch {
-		c := d.t.c
-		c.mu.Lock()
-		if d.t.side == host && d.mask&unix.IN_ATTRIB != 0 {
-			c.checkDead()
-		}
-		if d.t.side == home && d.mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
-			g.rewatchHome(c)
-		}
-		if d.mask&^uint32(unix.IN_ATTRIB|unix.IN_ISDIR) != 0 {
-			c.sync(d.t.side, onEvent)
-		} else {
-			// ATTRIB alone (chmod, chown, link count) changes no content,
-			// but may end a failure to read or write the side.
-			c.attrChanged(d.t.side)
-		}
-		c.mu.Unlock()
+		d.t.c.post(d.t.side, d.mask, false)
 	}
 }
 
@@ -276,29 +264,43 @@ func (g *Guard) handle(batch []dirty) {
 func (g *Guard) overflow() {
 	g.logf(1, "inotify queue overflow: re-reading every credential")
 	for _, c := range g.creds {
-		c.mu.Lock()
-		c.sync(anySide, onEvent)
-		c.mu.Unlock()
+		c.post(home, 0, true)
 	}
 }
 
 // Flush syncs whatever the home copies hold to the host side and returns only
 // when the host side is written. caw-init calls it after the child exits. It
 // reads both sides itself, so a write no event has reported yet is flushed.
+// The credentials are flushed in parallel: one stuck host file does not
+// hold back the others.
 func (g *Guard) Flush(ctx context.Context) error {
-	var errs []error
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("flush credentials: %w", err)
+	}
+	errs := make([]error, len(g.creds))
+	var wg sync.WaitGroup
+	for i, c := range g.creds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			errs[i] = c.flush()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// idle reports whether every credential's worker has handled every event
+// handed to it (tests use it to know that nothing more will happen).
+func (g *Guard) idle() bool {
 	for _, c := range g.creds {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("flush credentials: %w", err)
-		}
-		c.mu.Lock()
-		err := c.flush()
-		c.mu.Unlock()
-		if err != nil {
-			errs = append(errs, err)
+		if !c.idle() {
+			return false
 		}
 	}
-	return errors.Join(errs...)
+	return true
 }
 
 // stopWatching stops the event loop and waits for it.
@@ -320,6 +322,9 @@ func (g *Guard) stopWatching() {
 func (g *Guard) Close() error {
 	g.stopWatching()
 	g.closeOnce.Do(func() {
+		for _, c := range g.creds {
+			c.stopWorker()
+		}
 		for _, c := range g.creds {
 			c.mu.Lock()
 			c.stop()

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Namespace tests of the sync rules against a hostile container user: real
@@ -175,4 +177,32 @@ func TestMergeKeepsBothSides(t *testing.T) {
 	want := append(noRefresh[:len(noRefresh)-2], []byte(`,"refresh_token":"1//r"}`+"\n")...)
 	waitContent(t, gemHost, want)
 	waitContent(t, gemHome, want)
+}
+
+// TestStuckHostFileDelaysOnlyItself: while another process holds the flock
+// of one credential's host file (the guard waits up to 2 s for it), another
+// credential still syncs at once.
+func TestStuckHostFileDelaysOnlyItself(t *testing.T) {
+	f := newFx(t)
+	stuck := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	other := f.bind("gemini", ".gemini/oauth_creds.json", geminiTok(1))
+	f.start()
+	fh, err := os.Open(stuck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if err := unix.Flock(int(fh.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	renameOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(2), userUID, userGID)
+	time.Sleep(50 * time.Millisecond) // the guard is now waiting for the lock
+	begin := time.Now()
+	renameOwned(t, f.homePath(".gemini/oauth_creds.json"), geminiTok(2), userUID, userGID)
+	waitContent(t, other, geminiTok(2))
+	if d := time.Since(begin); d > time.Second {
+		t.Fatalf("the other credential took %v behind the stuck one", d)
+	}
+	unix.Flock(int(fh.Fd()), unix.LOCK_UN)
+	waitContent(t, stuck, claudeTok(2))
 }

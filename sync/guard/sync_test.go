@@ -11,9 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sentinel is a second credential in the same guard. The guard handles
-// events in order on one inotify descriptor, so once a refresh of the
-// sentinel's home copy has reached its host file, every event queued before
+// sentinel is a second credential in the same guard. The guard reads
+// events in order on one inotify descriptor and hands them to the
+// credentials' workers, so once a refresh of the sentinel's home copy has
+// reached its host file and every worker is idle, every event queued before
 // it has been handled: that is how a test proves something did NOT
 // propagate, without sleeping.
 type sentinel struct {
@@ -38,6 +39,21 @@ func (s *sentinel) barrier() {
 	}
 	renameOwned(s.f.t, s.home, tok, userUID, userGID)
 	waitContent(s.f.t, s.hostFile, tok)
+	s.f.waitIdle()
+}
+
+// waitIdle waits until the guard's workers have handled every event
+// handed to them.
+func (f *fx) waitIdle() {
+	f.t.Helper()
+	if f.g == nil {
+		return // a guard in another process (attrib_test.go)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !f.g.idle(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			f.t.Fatal("the guard's workers stayed busy for 10 s")
+		}
+	}
 }
 
 func TestCopyInCreatesHomeAndConfigs(t *testing.T) {
