@@ -5,17 +5,22 @@
 // keeps the home copy and the host's file in sync in both directions,
 // reacting to inotify events within milliseconds, until the final Flush.
 //
-// Every decision is taken by agents.Classify and agents.Compare, the same
-// functions `caw status` uses: only usable (valid or expired) content ever
-// crosses, the fresher credential wins, a side that goes back to an older
-// token gets the fresher one written back. The guard compares content, never
-// timestamps, so it never reacts to its own writes.
+// Every decision is one call of decide (policy.go, a pure function whose
+// rules are listed there and in docs/SECURITY.md), on contents classified by
+// agents.Classify and compared by agents.Compare, the same functions `caw
+// status` uses: only usable (valid or expired) content ever crosses, a host
+// login wins, the fresher credential wins otherwise, nothing implausible,
+// stale or for another account reaches the host, and host writes are
+// rate-limited. The guard compares content, never timestamps, so it never
+// reacts to its own writes. docs/ARCHITECTURE.md maps the goroutines,
+// timers and files.
 //
 // Files: home.go is the only code touching the user's home, and holds the
 // descriptor-checked *at primitives (read it to trust the guard against a
 // hostile user; a bind-dir host directory, which the user may be able to
 // write too, uses the same ones); host.go writes the host side crash-safe;
-// inotify.go is the event source; cred.go the sync rules.
+// inotify.go is the event source; policy.go the sync rules; cred.go carries
+// them out, one worker per credential.
 package guard
 
 import (
