@@ -60,7 +60,7 @@ while IFS= read -r line; do
 		continue
 	fi
 	pkg=./$(dirname "$file")
-	if go test -count=1 "$pkg" >/tmp/mutate.$$.log 2>&1; then
+	if go test -count=1 -failfast "$pkg" >/tmp/mutate.$$.log 2>&1; then
 		echo "ALIVE $name ($file)"
 	else
 		if grep -q "build failed\|\[setup failed\]" /tmp/mutate.$$.log; then
