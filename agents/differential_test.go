@@ -158,3 +158,17 @@ func FuzzAgentView(f *testing.F) {
 		}
 	})
 }
+
+// TestCodexOneToken: a Codex file with only an access token works until it
+// expires, one with only a refresh token gets a new one: both are logins.
+func TestCodexOneToken(t *testing.T) {
+	now := time.UnixMilli(1764504000000)
+	for _, doc := range []string{
+		`{"OPENAI_API_KEY":null,"tokens":{"access_token":"a","refresh_token":""},"last_refresh":"2025-11-30T10:00:00Z"}`,
+		`{"OPENAI_API_KEY":null,"tokens":{"access_token":"","refresh_token":"r"},"last_refresh":"2025-11-30T10:00:00Z"}`,
+	} {
+		if st := Classify("codex", []byte(doc), now); !st.State.Usable() {
+			t.Errorf("%s: %v, want usable", doc, st.State)
+		}
+	}
+}

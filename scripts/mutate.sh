@@ -23,7 +23,7 @@ sync/guard/policy.go ||| another account accepted ||| if !agents.SameAccount(h.C
 sync/guard/policy.go ||| stale content pushed ||| if h.Stale { ||| if false {
 sync/guard/policy.go ||| start-up pushes a fresher home ||| if H.St.State.Usable() {\n\t\t\treturn deliver(a, in, home, false) ||| if H.St.State.Usable() {\n\t\t\treturn deliver(a, in, host, false)
 sync/guard/policy.go ||| write-back budget never spent ||| if n > maxWriteBacks { ||| if n > maxWriteBacks+100 {
-sync/guard/policy.go ||| raced write-back not counted ||| return a\n\t\t}\n\t\ta.say(2, "", "the %s side took ||| }\n\t\t{\n\t\ta.say(2, "", "the %s side took
+sync/guard/policy.go ||| raced write-back not counted ||| if stop := budget(&a, in, dst); stop {\n\t\t\treturn a\n\t\t}\n\t\ta.say(2, "", "the %s side took ||| a.say(2, "", "the %s side took
 sync/guard/policy.go ||| rate limit off ||| if at := hostDueAt(in); at.After(in.Now) ||| if at := hostDueAt(in); false && at.After(in.Now)
 sync/guard/policy.go ||| flush rate-limited ||| if dst == host && in.Cause != onFlush { ||| if dst == host {
 sync/guard/policy.go ||| stub never repaired ||| if curChanged && in.RepairStubs && ||| if false && in.RepairStubs &&
@@ -39,7 +39,7 @@ sync/guard/cred.go ||| merges dropped ||| data := agents.Merge(c.format, src.dat
 sync/guard/cred.go ||| dead host inode not reported ||| c.hostDead = true\n\t\tc.reportDead()\n\tcase errors.Is(err, errReadOnly) ||| c.hostDead = true\n\tcase errors.Is(err, errReadOnly)
 sync/guard/cred.go ||| held-back write never delivered ||| c.sync(anySide, onLimit) ||| _ = onLimit
 agents/formats.go ||| codex: one token is a logout ||| if access == "" && refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT ||| if access == "" || refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT
-agents/formats.go ||| duplicate keys: first wins ||| out[i].raw = raw ||| _ = i
+agents/merge.go ||| merge: a duplicate key's first value wins ||| out[i].raw = raw ||| _ = i
 agents/claims.go ||| lifetime margin ignored ||| return now.Add(lifetime + claimMargin) ||| return now.Add(100 * lifetime + claimMargin)
 LIST
 )
