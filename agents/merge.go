@@ -36,11 +36,8 @@ type member struct {
 // members reads a JSON object's members in order, a duplicate key's last
 // value in the place of its first (as JSON.parse keeps them).
 func members(data []byte) ([]member, bool) {
-	if _, ok := decodeObject(data); !ok {
-		return nil, false
-	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	if _, err := dec.Token(); err != nil {
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil, false
 	}
 	var out []member

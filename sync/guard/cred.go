@@ -340,10 +340,15 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 			Known: known && m != onStart, Stale: known && n < c.staleBefore,
 			Owed: c.pending[s] || side(s) == owed, LeftAlone: c.leftAlone[s],
 			Prev: c.prev[s], PrevSum: c.seen[s], PrevMine: c.mine[s]}
-		if x.st.State.Usable() {
-			st.Claims = agents.Inspect(c.format, x.data, now)
-		}
 		in.Side[s] = st
+	}
+	// Claims matter only for content that may go to the host: the home's,
+	// and the host's account when the home's names one.
+	if v[home].st.State.Usable() {
+		in.Side[home].Claims = agents.Inspect(c.format, v[home].data, now)
+		if len(in.Side[home].Claims.Accounts) > 0 && v[host].st.State.Usable() {
+			in.Side[host].Claims = agents.Inspect(c.format, v[host].data, now)
+		}
 	}
 	a := decide(in)
 	for s := range 2 {
