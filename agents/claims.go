@@ -2,6 +2,7 @@ package agents
 
 import (
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -82,7 +83,13 @@ func Inspect(format string, data []byte, now time.Time) Claims {
 		}
 	case "opencode":
 		doc, _ := opencodeEntries(data)
-		for name, p := range doc {
+		names := make([]string, 0, len(doc))
+		for name := range doc {
+			names = append(names, name)
+		}
+		sort.Strings(names) // the same report every time
+		for _, name := range names {
+			p := doc[name]
 			if p.Type != "oauth" {
 				continue
 			}
