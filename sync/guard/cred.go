@@ -39,32 +39,14 @@ type cred struct {
 	homeWd int32
 
 	mu sync.Mutex
-	// seen is the content (trailing whitespace trimmed) each side held when
-	// the guard last read or wrote it: an event whose content matches is the
-	// guard's own write or no change, and is ignored. Content, never
-	// timestamps.
-	seen     [2][32]byte
-	hostDead bool
-	hostRO   bool
-	// readFailed marks a side whose last read failed (EACCES for a guard
-	// without root, a foreign owner...): a chmod or chown on it, which
-	// only raises ATTRIB, may make it readable, so ATTRIB re-reads it.
-	readFailed [2]bool
-	// owedRO: a write to the host was skipped because it was not
-	// writable; a chmod or chown there retries it.
-	owedRO     bool
-	writeBacks [2][]time.Time
-	leftAlone  [2]bool
-	said       map[string]bool
-	// pending marks a side owed the other's content, held back because it
-	// looked mid-write; settle delivers it once that side is quiet.
-	pending [2]bool
-	settle  *time.Timer
-	closed  bool
-	// kept are files the guard's writes displaced, deleted after
-	// recheckDelay (see swapIn): an agent writing in place into one of
-	// them is put back instead of lost.
-	kept    [2][]keptFile
+	// at is what the guard knows of each side; hostAt what only the host
+	// side has.
+	at     [2]sideMem
+	hostAt hostMem
+	said   map[string]bool
+	settle *time.Timer
+	closed bool
+	// recheck deletes the files in at[s].kept after recheckDelay.
 	recheck *time.Timer
 	// history holds the last usable contents either side held, to tell an
 	// agent rewriting an old token from two fresh refreshes racing; each
@@ -74,16 +56,9 @@ type cred struct {
 	history     [64]histEntry
 	histN       int
 	staleBefore int
-	// prev is the status of the content each side held when the guard last
-	// read or wrote it, and mine whether the guard wrote it there.
-	prev [2]agents.Status
-	mine [2]bool
-	// hostWrittenAt is when the guard last wrote the host; hostDue the
-	// rate limit's state (see limits); limit the timer that delivers a
-	// write the limit held back.
-	hostWrittenAt time.Time
-	hostDue       time.Time
-	limit         *time.Timer
+	// limit is the timer that delivers a host write the rate limit held
+	// back.
+	limit *time.Timer
 
 	// The worker: the event loop posts event masks per side (or a re-read
 	// after an overflow) under qmu and wakes it; it handles them under mu.
@@ -95,6 +70,44 @@ type cred struct {
 	quit    chan struct{}
 	stopped chan struct{}
 	started bool
+}
+
+// sideMem is what the guard remembers of one side between decisions.
+type sideMem struct {
+	// seen is the content (trailing whitespace trimmed) the side held when
+	// the guard last read or wrote it: an event whose content matches is
+	// the guard's own write or no change, and is ignored. Content, never
+	// timestamps. prev is its status, and mine whether the guard wrote it.
+	seen [32]byte
+	prev agents.Status
+	mine bool
+	// owed: the side is owed the other's content, held back because it
+	// looked mid-write (the settle timer delivers it once the side is
+	// quiet) or by the rate limit (the limit timer does).
+	owed bool
+	// readFailed: the last read failed (EACCES for a guard without root,
+	// a foreign owner...): a chmod or chown on it, which only raises
+	// ATTRIB, may make it readable, so ATTRIB re-reads it.
+	readFailed bool
+	// writeBacks are the times of the write-backs to the side within
+	// writeBackWindow; leftAlone is set once they exceed the budget.
+	writeBacks []time.Time
+	leftAlone  bool
+	// kept are files the guard's writes displaced, deleted after
+	// recheckDelay (see swapIn): an agent writing in place into one of
+	// them is put back instead of lost.
+	kept []keptFile
+}
+
+// hostMem is what the guard remembers of the host side only.
+type hostMem struct {
+	// dead: the mount no longer reaches the host's file (a rename there
+	// detached it); readOnly: writes are refused, and owedRO: one was
+	// skipped for it, which a chmod or chown there retries.
+	dead, readOnly, owedRO bool
+	// writtenAt is when the guard last wrote the host; due the rate
+	// limit's state (see limits).
+	writtenAt, due time.Time
 }
 
 type histEntry struct {
@@ -254,7 +267,7 @@ func (c *cred) readRaw(s side) view {
 		data, err = c.host.read()
 	}
 	v := view{data: data}
-	c.readFailed[s] = err != nil && !errors.Is(err, fs.ErrNotExist)
+	c.at[s].readFailed = err != nil && !errors.Is(err, fs.ErrNotExist)
 	var hostile *hostileError
 	switch {
 	case err == nil:
@@ -309,12 +322,12 @@ func (c *cred) sync(trigger side, m cause) error {
 func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 	var v [2]view
 	var have [2]bool
-	if trigger != anySide && m == onEvent && !c.pending[home] && !c.pending[host] {
+	if trigger != anySide && m == onEvent && !c.at[home].owed && !c.at[host].owed {
 		// Most events are the guard's own writes echoing back, or a writer
 		// truncating before it writes: one read of the side that moved
 		// settles them, without reading the other side.
 		v[trigger], have[trigger] = c.readRaw(trigger), true
-		if v[trigger].sum == c.seen[trigger] {
+		if v[trigger].sum == c.at[trigger].seen {
 			return anySide, nil
 		}
 		c.classify(&v[trigger])
@@ -331,15 +344,15 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 		}
 	}
 	now := time.Now()
-	in := input{Cause: m, Now: now, RepairStubs: c.repairs(), HostWrittenAt: c.hostWrittenAt,
-		WriteBacks: c.writeBacks, Limits: c.g.limits(), HostDue: c.hostDue}
+	in := input{Cause: m, Now: now, RepairStubs: c.repairs(), HostWrittenAt: c.hostAt.writtenAt,
+		WriteBacks: [2][]time.Time{c.at[home].writeBacks, c.at[host].writeBacks}, Limits: c.g.limits(), HostDue: c.hostAt.due}
 	for s := range 2 {
 		x := v[s]
 		n, known := c.known(x.sum)
-		st := sideState{St: x.st, Sum: x.sum, Changed: x.sum != c.seen[s] || m == onStart,
+		st := sideState{St: x.st, Sum: x.sum, Changed: x.sum != c.at[s].seen || m == onStart,
 			Known: known && m != onStart, Stale: known && n < c.staleBefore,
-			Owed: c.pending[s] || side(s) == owed, LeftAlone: c.leftAlone[s],
-			Prev: c.prev[s], PrevSum: c.seen[s], PrevMine: c.mine[s]}
+			Owed: c.at[s].owed || side(s) == owed, LeftAlone: c.at[s].leftAlone,
+			Prev: c.at[s].prev, PrevSum: c.at[s].seen, PrevMine: c.at[s].mine}
 		in.Side[s] = st
 	}
 	// Claims matter only for content that may go to the host: the home's,
@@ -383,10 +396,10 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 		}
 	}
 	if a.LeaveAlone {
-		c.leftAlone[a.Dst] = true
+		c.at[a.Dst].leftAlone = true
 	}
 	if a.Unowe {
-		c.pending[a.Dst] = false
+		c.at[a.Dst].owed = false
 	}
 	switch a.Verb {
 	case settled:
@@ -394,7 +407,7 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 	case hold:
 		c.owe(a.Dst)
 	case later:
-		c.pending[a.Dst] = true
+		c.at[a.Dst].owed = true
 		c.armLimit(a.At.Sub(now))
 	case write:
 		if a.WriteBack {
@@ -429,8 +442,8 @@ func (c *cred) merge(src, cur view) view {
 
 // saw records what side s holds as what the guard last saw there.
 func (c *cred) saw(s side, x view, mine bool) {
-	if c.seen[s] != x.sum {
-		c.seen[s], c.prev[s], c.mine[s] = x.sum, x.st, mine
+	if c.at[s].seen != x.sum {
+		c.at[s].seen, c.at[s].prev, c.at[s].mine = x.sum, x.st, mine
 	}
 }
 
@@ -441,13 +454,13 @@ func (c *cred) repairs() bool {
 }
 
 func (c *cred) countWriteBack(dst side, now time.Time) {
-	kept := c.writeBacks[dst][:0]
-	for _, t := range c.writeBacks[dst] {
+	kept := c.at[dst].writeBacks[:0]
+	for _, t := range c.at[dst].writeBacks {
 		if now.Sub(t) < writeBackWindow {
 			kept = append(kept, t)
 		}
 	}
-	c.writeBacks[dst] = append(kept, now)
+	c.at[dst].writeBacks = append(kept, now)
 }
 
 // armLimit arms the timer that delivers a host write the rate limit held
@@ -460,7 +473,7 @@ func (c *cred) armLimit(d time.Duration) {
 		c.limit = time.AfterFunc(d, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if !c.closed && c.pending[host] {
+			if !c.closed && c.at[host].owed {
 				c.sync(anySide, onLimit)
 			}
 		})
@@ -476,7 +489,7 @@ const settleDelay = 250 * time.Millisecond
 
 // owe marks dst as owed src's content and (re)arms the settle timer.
 func (c *cred) owe(dst side) {
-	c.pending[dst] = true
+	c.at[dst].owed = true
 	if c.closed {
 		return
 	}
@@ -484,7 +497,7 @@ func (c *cred) owe(dst side) {
 		c.settle = time.AfterFunc(settleDelay, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if !c.closed && (c.pending[home] || c.pending[host]) {
+			if !c.closed && (c.at[home].owed || c.at[host].owed) {
 				c.sync(anySide, onSettle)
 			}
 		})
@@ -495,7 +508,7 @@ func (c *cred) owe(dst side) {
 
 // settled: both sides agree, nothing is owed.
 func (c *cred) settled() {
-	c.pending = [2]bool{}
+	c.at[home].owed, c.at[host].owed = false, false
 	if c.settle != nil {
 		c.settle.Stop()
 	}
@@ -531,7 +544,7 @@ type keptFile struct {
 // keep records a displaced file and arms the recheck timer; the timer runs
 // only after a write, never while idle.
 func (c *cred) keep(s side, k keptFile) {
-	c.kept[s] = append(c.kept[s], k)
+	c.at[s].kept = append(c.at[s].kept, k)
 	if c.closed {
 		c.recheckKept()
 		return
@@ -553,8 +566,8 @@ func (c *cred) keep(s side, k keptFile) {
 // wrote into since (see recheckAt); it reports whether one was.
 func (c *cred) recheckKept() bool {
 	wrote := false
-	for s := range c.kept {
-		for _, k := range c.kept[s] {
+	for s := range c.at {
+		for _, k := range c.at[s].kept {
 			prefer := c.preferOver(sha256.Sum256(trimJSON(k.mine)))
 			var changed bool
 			if side(s) == home {
@@ -567,7 +580,7 @@ func (c *cred) recheckKept() bool {
 				wrote = true
 			}
 		}
-		c.kept[s] = c.kept[s][:0]
+		c.at[s].kept = c.at[s].kept[:0]
 	}
 	return wrote
 }
@@ -575,8 +588,8 @@ func (c *cred) recheckKept() bool {
 // write replaces dst's content (cur) with src's, unless dst changed since
 // it was read (errChanged: decide again).
 func (c *cred) write(dst side, src, cur view, m cause) error {
-	if dst == host && (c.hostDead || c.hostRO) {
-		c.owedRO = c.hostRO
+	if dst == host && (c.hostAt.dead || c.hostAt.readOnly) {
+		c.hostAt.owedRO = c.hostAt.readOnly
 		return nil
 	}
 	still := func(now []byte, err error) bool {
@@ -602,13 +615,13 @@ func (c *cred) write(dst side, src, cur view, m cause) error {
 	switch {
 	case err == nil:
 		c.saw(dst, src, true)
-		c.pending[dst] = false
+		c.at[dst].owed = false
 		c.remember(src.sum)
 		if dst == host {
 			now := time.Now()
-			c.hostWrittenAt = now
+			c.hostAt.writtenAt = now
 			if m != onFlush {
-				c.hostDue = nextHostDue(c.g.limits(), c.hostDue, now)
+				c.hostAt.due = nextHostDue(c.g.limits(), c.hostAt.due, now)
 			}
 		}
 		c.g.logf(2, "%s: %s -> %s (%s)", c.name(), other(dst), dst, src.st.Describe(time.Now()))
@@ -616,10 +629,10 @@ func (c *cred) write(dst side, src, cur view, m cause) error {
 	case errors.Is(err, errChanged):
 		return err
 	case errors.Is(err, errDead):
-		c.hostDead = true
+		c.hostAt.dead = true
 		c.reportDead()
 	case errors.Is(err, errReadOnly):
-		c.hostRO, c.owedRO = true, true
+		c.hostAt.readOnly, c.hostAt.owedRO = true, true
 		if errors.Is(err, unix.EROFS) {
 			c.once("ro", 0, "%s: the host file is read-only (%v); container refreshes will not reach the host (mount it :rw)", c.name(), err)
 		} else {
@@ -694,16 +707,16 @@ func (c *cred) reportDead() {
 // write refused as not writable.
 func (c *cred) attrChanged(s side) {
 	switch {
-	case c.readFailed[s]:
+	case c.at[s].readFailed:
 		c.sync(s, onEvent)
-		if !c.readFailed[s] {
+		if !c.at[s].readFailed {
 			c.g.logf(1, "%s: the %s side is readable again", c.name(), s)
 		}
-	case s == host && c.hostRO && !c.hostDead:
-		c.hostRO = false
-		if c.owedRO {
-			c.owedRO = false
-			c.pending[host] = true
+	case s == host && c.hostAt.readOnly && !c.hostAt.dead:
+		c.hostAt.readOnly = false
+		if c.hostAt.owedRO {
+			c.hostAt.owedRO = false
+			c.at[host].owed = true
 			c.sync(anySide, onEvent)
 		}
 	}
@@ -712,8 +725,8 @@ func (c *cred) attrChanged(s side) {
 // checkDead looks for the host rename that detaches a file bind mount (the
 // mounted inode's link count drops to 0; ATTRIB is the only event).
 func (c *cred) checkDead() {
-	if !c.hostDead && c.host.dead() {
-		c.hostDead = true
+	if !c.hostAt.dead && c.host.dead() {
+		c.hostAt.dead = true
 		c.reportDead()
 	}
 }

@@ -75,10 +75,10 @@ func TestHostWritePaths(t *testing.T) {
 	t.Run("written", func(t *testing.T) {
 		h, log := &fakeHost{data: old}, &lines{}
 		c := newFakeCred(h, log)
-		if err := c.write(host, viewOf(fresh), viewOf(old), onEvent); err != nil || h.writes != 1 || c.seen[host] != viewOf(fresh).sum || !c.mine[host] {
-			t.Fatalf("err %v, %d writes, seen updated %v", err, h.writes, c.seen[host] == viewOf(fresh).sum)
+		if err := c.write(host, viewOf(fresh), viewOf(old), onEvent); err != nil || h.writes != 1 || c.at[host].seen != viewOf(fresh).sum || !c.at[host].mine {
+			t.Fatalf("err %v, %d writes, seen updated %v", err, h.writes, c.at[host].seen == viewOf(fresh).sum)
 		}
-		if c.hostWrittenAt.IsZero() {
+		if c.hostAt.writtenAt.IsZero() {
 			t.Fatal("the host write time was not recorded (rule 2's race window)")
 		}
 	})
@@ -93,8 +93,8 @@ func TestHostWritePaths(t *testing.T) {
 		h, log := &fakeHost{data: old, err: errDead}, &lines{}
 		c := newFakeCred(h, log)
 		c.write(host, viewOf(fresh), viewOf(old), onEvent)
-		if !c.hostDead || log.count("replaced its file by rename") != 1 {
-			t.Fatalf("dead %v, log %q", c.hostDead, log.l)
+		if !c.hostAt.dead || log.count("replaced its file by rename") != 1 {
+			t.Fatalf("dead %v, log %q", c.hostAt.dead, log.l)
 		}
 		h.err = nil
 		if err := c.write(host, viewOf(fresh), viewOf(old), onEvent); err != nil || h.writes != 0 {
@@ -105,8 +105,8 @@ func TestHostWritePaths(t *testing.T) {
 		h, log := &fakeHost{data: old, err: fmt.Errorf("open: %w", errReadOnly)}, &lines{}
 		c := newFakeCred(h, log)
 		c.write(host, viewOf(fresh), viewOf(old), onEvent)
-		if !c.hostRO || !c.owedRO || log.count("not writable by the guard") != 1 {
-			t.Fatalf("ro %v owed %v, log %q", c.hostRO, c.owedRO, log.l)
+		if !c.hostAt.readOnly || !c.hostAt.owedRO || log.count("not writable by the guard") != 1 {
+			t.Fatalf("ro %v owed %v, log %q", c.hostAt.readOnly, c.hostAt.owedRO, log.l)
 		}
 	})
 }
