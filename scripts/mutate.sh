@@ -34,9 +34,9 @@ sync/guard/cred.go ||| torn file ranked as a stub ||| case st.State == agents.Em
 sync/guard/cred.go ||| write-time re-check always true ||| return sha256.Sum256(trimJSON(now)) == cur.sum ||| return true
 sync/guard/cred.go ||| nothing ever stale ||| c.staleBefore = c.histN ||| _ = c.histN
 sync/guard/cred.go ||| write-backs not recorded ||| c.countWriteBack(a.Dst, now) ||| _ = now
-sync/guard/cred.go ||| rate limit never advances ||| c.hostDue = nextHostDue(c.g.limits(), c.hostDue, now) ||| _ = now
+sync/guard/cred.go ||| rate limit never advances ||| c.hostAt.due = nextHostDue(c.g.limits(), c.hostAt.due, now) ||| _ = now
 sync/guard/cred.go ||| merges dropped ||| data := agents.Merge(c.format, src.data, cur.data) ||| data := src.data
-sync/guard/cred.go ||| dead host inode not reported ||| c.hostDead = true\n\t\tc.reportDead()\n\tcase errors.Is(err, errReadOnly) ||| c.hostDead = true\n\tcase errors.Is(err, errReadOnly)
+sync/guard/cred.go ||| dead host inode not reported ||| c.hostAt.dead = true\n\t\tc.reportDead()\n\tcase errors.Is(err, errReadOnly) ||| c.hostAt.dead = true\n\tcase errors.Is(err, errReadOnly)
 sync/guard/cred.go ||| held-back write never delivered ||| c.sync(anySide, onLimit) ||| _ = onLimit
 agents/formats.go ||| codex: one token is a logout ||| if access == "" && refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT ||| if access == "" || refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT
 agents/merge.go ||| merge: a duplicate key's first value wins ||| out[i].raw = raw ||| _ = i
