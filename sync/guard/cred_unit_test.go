@@ -110,3 +110,36 @@ func TestHostWritePaths(t *testing.T) {
 		}
 	})
 }
+
+// TestBeats: the ranking the swap's put-back uses (see swapIn): the guard's
+// own file lowest, then a logged-out stub, then usable credentials by
+// freshness, and above all a torn or unreadable file, whose writer is
+// still at work in it.
+func TestBeats(t *testing.T) {
+	c := newFakeCred(&fakeHost{}, &lines{})
+	mine := sha256.Sum256(trimJSON(claudeTok(5)))
+	torn := []byte(`{"claudeAiOauth":{"acc`)
+	unreadable := fmt.Errorf("a FIFO")
+	for _, tc := range []struct {
+		name string
+		a    []byte
+		aerr error
+		b    []byte
+		want bool
+	}{
+		{"a torn file beats a fresher token", torn, nil, claudeTok(9), true},
+		{"an empty file beats a token", nil, nil, claudeTok(9), true},
+		{"an unreadable file beats a token", nil, unreadable, claudeTok(9), true},
+		{"a token does not beat a torn file", claudeTok(9), nil, torn, false},
+		{"a fresher token beats an older one", claudeTok(9), nil, claudeTok(3), true},
+		{"an older token does not beat a fresher one", claudeTok(3), nil, claudeTok(9), false},
+		{"a token beats a stub", claudeTok(1), nil, claudeStub, true},
+		{"a stub does not beat a token", claudeStub, nil, claudeTok(1), false},
+		{"a stub beats the guard's own file", claudeStub, nil, claudeTok(5), true},
+		{"the guard's own file beats nothing", claudeTok(5), nil, claudeStub, false},
+	} {
+		if got := c.beats(tc.a, tc.aerr, tc.b, nil, mine); got != tc.want {
+			t.Errorf("%s: beats = %v", tc.name, got)
+		}
+	}
+}
