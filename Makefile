@@ -4,7 +4,7 @@ PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 GOFLAGS_STATIC = -trimpath -ldflags='-s -w'
 
-.PHONY: all build install demo test bench fuzz vet clean
+.PHONY: mutate all build install demo test bench fuzz vet clean
 
 all: build
 
@@ -28,6 +28,14 @@ test:
 	./scripts/deps.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -p 1 -timeout 60m ./...
+	# The concurrent refreshes in their burst form: four writes per side at
+	# the same instants, racing the guard's own writes.
+	CAW_TORTURE_BURST=4 CAW_TORTURE_SPACING=0 $(GO) test -count=1 -run TestConcurrentRefreshes ./torture
+
+# Mutants of the sync decision and its write paths, each against the package
+# tests (needs root): every one must be killed.
+mutate:
+	./scripts/mutate.sh
 
 bench: build
 	$(GO) run ./bench

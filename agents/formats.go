@@ -15,16 +15,70 @@ var formats = map[string]Format{
 	"opencode": {Name: "opencode", Classify: classifyOpencode},
 }
 
-// decodeObject parses data as one JSON object; anything else is Invalid.
-func decodeObject(data []byte, v any) bool {
-	if json.Unmarshal(data, v) != nil {
-		return false
-	}
-	// json.Unmarshal accepts "null" for a pointer or map, which is no
-	// credential at all.
+// obj is one JSON object's members as the agents' own parsers see them:
+// keys compared exactly (encoding/json's struct decoding matches them
+// case-insensitively, JavaScript's JSON.parse and serde_json do not), and a
+// duplicate key's last value wins (as in JSON.parse and serde_json's maps).
+// Decoding into a map gives both.
+type obj map[string]json.RawMessage
+
+// decodeObject parses data as one JSON object; anything else (null, an
+// array, invalid JSON) is false.
+func decodeObject(data []byte) (obj, bool) {
+	var o obj
 	rest := bytes.TrimLeft(data, " \t\r\n")
-	return len(rest) > 0 && rest[0] == '{'
+	if len(rest) == 0 || rest[0] != '{' || json.Unmarshal(data, &o) != nil {
+		return nil, false
+	}
+	return o, true
 }
+
+// has reports whether key is present (null included).
+func (o obj) has(key string) bool { _, ok := o[key]; return ok }
+
+// object is member key as an object; ok is false when it is absent, null or
+// not an object.
+func (o obj) object(key string) (obj, bool) {
+	raw, ok := o[key]
+	if !ok {
+		return nil, false
+	}
+	return decodeObject(raw)
+}
+
+// str is member key as a string: "" when absent or null; ok is false when
+// it is present with another type.
+func (o obj) str(key string) (s string, present, ok bool) {
+	raw, present := o[key]
+	if !present || isNull(raw) {
+		return "", present, true
+	}
+	ok = json.Unmarshal(raw, &s) == nil
+	return s, true, ok
+}
+
+// num is member key as a number: 0 when absent or null.
+func (o obj) num(key string) (n float64, present, ok bool) {
+	raw, present := o[key]
+	if !present || isNull(raw) {
+		return 0, present, true
+	}
+	ok = json.Unmarshal(raw, &n) == nil
+	return n, true, ok
+}
+
+// integer is member key as an int64: 0 when absent or null; ok is false
+// for a fraction or another type.
+func (o obj) integer(key string) (n int64, present, ok bool) {
+	raw, present := o[key]
+	if !present || isNull(raw) {
+		return 0, present, true
+	}
+	ok = json.Unmarshal(raw, &n) == nil
+	return n, true, ok
+}
+
+func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
 
 // byExpiry classifies a token that expires at exp (zero: unknown).
 func byExpiry(exp, now time.Time) Status {
@@ -44,27 +98,25 @@ func millis(ms int64) time.Time {
 // classifyClaude reads Claude Code's .credentials.json:
 // {"claudeAiOauth":{"accessToken","refreshToken","expiresAt"(ms),...},...}.
 func classifyClaude(data []byte, now time.Time) Status {
-	var doc struct {
-		OAuth *struct {
-			AccessToken  *string `json:"accessToken"`
-			RefreshToken *string `json:"refreshToken"`
-			ExpiresAt    *int64  `json:"expiresAt"`
-		} `json:"claudeAiOauth"`
-	}
-	if !decodeObject(data, &doc) || doc.OAuth == nil {
+	doc, ok := decodeObject(data)
+	if !ok {
 		return Status{State: Invalid}
 	}
-	o := doc.OAuth
-	if o.AccessToken == nil && o.RefreshToken == nil {
+	o, ok := doc.object("claudeAiOauth")
+	if !ok {
 		return Status{State: Invalid}
 	}
-	access, refresh := deref(o.AccessToken), deref(o.RefreshToken)
-	if refresh == "" && (access == "" || o.ExpiresAt == nil || *o.ExpiresAt == 0) {
+	access, hasA, okA := o.str("accessToken")
+	refresh, hasR, okR := o.str("refreshToken")
+	exp, hasE, okE := o.integer("expiresAt")
+	if !okA || !okR || !okE {
+		return Status{State: Invalid}
+	}
+	if (!hasA || isNull(o["accessToken"])) && (!hasR || isNull(o["refreshToken"])) {
+		return Status{State: Invalid}
+	}
+	if refresh == "" && (access == "" || !hasE || exp == 0) {
 		return Status{State: LoggedOut}
-	}
-	var exp int64
-	if o.ExpiresAt != nil {
-		exp = *o.ExpiresAt
 	}
 	return byExpiry(millis(exp), now)
 }
@@ -73,78 +125,134 @@ func classifyClaude(data []byte, now time.Time) Status {
 // "tokens": {"id_token","access_token","refresh_token","account_id"},
 // "last_refresh": RFC3339}. Freshness is the access token's JWT exp, else
 // last_refresh. A file holding only an API key is valid and never expires.
+// A tokens object with either token is a login (an access token alone
+// works until it expires, a refresh token alone gets a new one).
 func classifyCodex(data []byte, now time.Time) Status {
-	var doc struct {
-		// Raw, because a present null (a logged-out file) and an absent key
-		// (not a Codex file) mean different things.
-		APIKey json.RawMessage `json:"OPENAI_API_KEY"`
-		Tokens *struct {
-			IDToken      string `json:"id_token"`
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-		} `json:"tokens"`
-		LastRefresh string `json:"last_refresh"`
-	}
-	if !decodeObject(data, &doc) {
+	doc, ok := decodeObject(data)
+	if !ok {
 		return Status{State: Invalid}
 	}
-	if doc.Tokens == nil {
-		var key string
-		if json.Unmarshal(doc.APIKey, &key) == nil && key != "" {
+	last, _, okL := doc.str("last_refresh")
+	key, hasKey, okK := doc.str("OPENAI_API_KEY")
+	if !okL || !okK {
+		return Status{State: Invalid}
+	}
+	t, ok := doc.object("tokens")
+	if !ok {
+		if doc.has("tokens") && !isNull(doc["tokens"]) {
+			return Status{State: Invalid}
+		}
+		if key != "" {
 			return Status{State: Valid}
 		}
-		if doc.APIKey == nil && doc.LastRefresh == "" {
+		// A present null key (a logged-out file) and an absent one (not a
+		// Codex file) mean different things.
+		if !hasKey && last == "" {
 			return Status{State: Invalid}
 		}
 		return Status{State: LoggedOut}
 	}
-	t := doc.Tokens
-	if t.AccessToken == "" && t.RefreshToken == "" {
+	access, _, okA := t.str("access_token")
+	refresh, _, okR := t.str("refresh_token")
+	_, _, okI := t.str("id_token")
+	if !okA || !okR || !okI {
+		return Status{State: Invalid}
+	}
+	if access == "" && refresh == "" {
 		return Status{State: LoggedOut}
 	}
-	last, _ := time.Parse(time.RFC3339Nano, doc.LastRefresh)
-	exp := jwtExpiry(t.AccessToken)
+	lastT, _ := time.Parse(time.RFC3339Nano, last)
+	exp := jwtExpiry(access)
 	st := byExpiry(exp, now)
 	if exp.IsZero() {
-		st.Fresh = last
+		st.Fresh = lastT
 	}
 	return st
 }
 
-// jwtExpiry returns the exp claim of an unverified JWT, or zero.
-func jwtExpiry(tok string) time.Time {
+// jwtClaims returns the claims of an unverified JWT, or nil.
+func jwtClaims(tok string) obj {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
-		return time.Time{}
+		return nil
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
+		return nil
+	}
+	o, _ := decodeObject(raw)
+	return o
+}
+
+// jwtExpiry returns the exp claim of an unverified JWT, or zero.
+func jwtExpiry(tok string) time.Time {
+	exp, _, ok := jwtClaims(tok).num("exp")
+	if !ok || exp <= 0 || exp > 1e12 {
 		return time.Time{}
 	}
-	var claims struct {
-		Exp float64 `json:"exp"`
-	}
-	if json.Unmarshal(raw, &claims) != nil || claims.Exp <= 0 || claims.Exp > 1e12 {
-		return time.Time{}
-	}
-	return time.Unix(int64(claims.Exp), 0)
+	return time.Unix(int64(exp), 0)
 }
 
 // classifyGemini reads Gemini CLI's oauth_creds.json (google-auth
 // Credentials): access_token, refresh_token, expiry_date (ms), ...
 func classifyGemini(data []byte, now time.Time) Status {
-	var doc struct {
-		AccessToken  *string `json:"access_token"`
-		RefreshToken *string `json:"refresh_token"`
-		ExpiryDate   float64 `json:"expiry_date"`
-	}
-	if !decodeObject(data, &doc) || (doc.AccessToken == nil && doc.RefreshToken == nil) {
+	doc, ok := decodeObject(data)
+	if !ok {
 		return Status{State: Invalid}
 	}
-	if deref(doc.AccessToken) == "" && deref(doc.RefreshToken) == "" {
+	access, _, okA := doc.str("access_token")
+	refresh, _, okR := doc.str("refresh_token")
+	exp, _, okE := doc.num("expiry_date")
+	if !okA || !okR || !okE {
+		return Status{State: Invalid}
+	}
+	if (!doc.has("access_token") || isNull(doc["access_token"])) && (!doc.has("refresh_token") || isNull(doc["refresh_token"])) {
+		return Status{State: Invalid}
+	}
+	if access == "" && refresh == "" {
 		return Status{State: LoggedOut}
 	}
-	return byExpiry(millis(int64(doc.ExpiryDate)), now)
+	return byExpiry(millis(int64(exp)), now)
+}
+
+// opencodeEntry is one provider's entry in opencode's auth.json.
+type opencodeEntry struct {
+	Type, Refresh, Access, Key, AccountID string
+	Expires                               int64
+}
+
+// opencodeEntries decodes opencode's auth.json by provider; ok is false
+// when it is not such a map.
+func opencodeEntries(data []byte) (map[string]opencodeEntry, bool) {
+	doc, ok := decodeObject(data)
+	if !ok {
+		return nil, false
+	}
+	out := make(map[string]opencodeEntry, len(doc))
+	for name := range doc {
+		if isNull(doc[name]) {
+			continue
+		}
+		p, ok := doc.object(name)
+		if !ok {
+			return nil, false
+		}
+		var e opencodeEntry
+		var oks [6]bool
+		e.Type, _, oks[0] = p.str("type")
+		e.Refresh, _, oks[1] = p.str("refresh")
+		e.Access, _, oks[2] = p.str("access")
+		e.Key, _, oks[3] = p.str("key")
+		e.AccountID, _, oks[4] = p.str("accountId")
+		e.Expires, _, oks[5] = p.integer("expires")
+		for _, ok := range oks {
+			if !ok {
+				return nil, false
+			}
+		}
+		out[name] = e
+	}
+	return out, true
 }
 
 // classifyOpencode reads opencode's auth.json: a map by provider of
@@ -152,14 +260,8 @@ func classifyGemini(data []byte, now time.Time) Status {
 // Its freshness is the latest expiry over its OAuth providers; it is expired
 // when every OAuth provider is.
 func classifyOpencode(data []byte, now time.Time) Status {
-	var doc map[string]struct {
-		Type    string `json:"type"`
-		Refresh string `json:"refresh"`
-		Access  string `json:"access"`
-		Expires int64  `json:"expires"`
-		Key     string `json:"key"`
-	}
-	if !decodeObject(data, &doc) {
+	doc, ok := opencodeEntries(data)
+	if !ok {
 		return Status{State: Invalid}
 	}
 	var latest time.Time
@@ -181,8 +283,6 @@ func classifyOpencode(data []byte, now time.Time) Status {
 		}
 	}
 	switch {
-	case !usable && len(doc) == 0:
-		return Status{State: LoggedOut}
 	case !usable:
 		return Status{State: LoggedOut}
 	case !oauth:

@@ -5,6 +5,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"time"
 )
 
 // Env is what discovery reads of the host: the home directory and the
@@ -89,7 +90,21 @@ type Agent struct {
 	// Strategy is the credential's default strategy (bind or bind-dir).
 	Strategy string
 	// Format is the credential format name for Classify.
-	Format     string
+	Format string
+	// Lifetime is the longest an access token of this agent really lasts
+	// from the moment it is issued: an expiry claimed beyond now plus this
+	// (and claimMargin) is forged, or from a broken clock, and never makes a
+	// credential fresher (see Inspect). Providers overrides it per provider
+	// for a file holding one entry per provider (opencode).
+	Lifetime  time.Duration
+	Providers map[string]time.Duration
+	// StubOnRefusal: the agent answers a refused refresh token
+	// (invalid_grant) by writing a logged-out stub, and logs out by
+	// deleting its file, so a stub is never a logout the person asked for.
+	StubOnRefusal bool
+	// Merge keeps what the replaced file holds that the winner's would
+	// lose (see Merge); nil replaces the whole file.
+	Merge      MergeFunc
 	Credential FileSpec
 	Configs    []FileSpec
 }
@@ -98,6 +113,12 @@ type Agent struct {
 var table = []Agent{
 	{
 		Name: "claude", Strategy: "bind-dir", Format: "claude",
+		// Claude Code's access tokens last about 8 h (claude-code 88947).
+		Lifetime: 8 * time.Hour,
+		// Its logout deletes the credential; a stub is its invalid_grant.
+		StubOnRefusal: true,
+		// The file also holds MCP servers' logins and other keys.
+		Merge: mergeClaude,
 		Credential: FileSpec{
 			Locate: func(e Env) string {
 				return filepath.Join(e.dirFromEnv("CLAUDE_CONFIG_DIR", ".claude"), ".credentials.json")
@@ -116,6 +137,10 @@ var table = []Agent{
 	},
 	{
 		Name: "codex", Strategy: "bind", Format: "codex",
+		// The access token is a JWT from auth.openai.com; Codex refreshes it
+		// after 8 days at the latest (last_refresh), and its exp is at most
+		// 10 days after issue.
+		Lifetime: 10 * 24 * time.Hour,
 		Credential: FileSpec{
 			Locate: func(e Env) string { return filepath.Join(e.dirFromEnv("CODEX_HOME", ".codex"), "auth.json") },
 			Target: ".codex/auth.json", Src: "codex/auth.json", SrcDir: "codex/home", LockDir: "codex/mnt", Mode: 0o600,
@@ -127,6 +152,9 @@ var table = []Agent{
 	},
 	{
 		Name: "gemini", Strategy: "bind", Format: "gemini",
+		// Google OAuth access tokens last one hour.
+		Lifetime: time.Hour,
+		Merge:    mergeGemini,
 		Credential: FileSpec{
 			Locate: func(e Env) string { return filepath.Join(e.geminiDir(), "oauth_creds.json") },
 			Target: ".gemini/oauth_creds.json", Src: "gemini/oauth_creds.json", SrcDir: "gemini/dir", LockDir: "gemini/mnt", Mode: 0o600,
@@ -144,6 +172,13 @@ var table = []Agent{
 	},
 	{
 		Name: "opencode", Strategy: "bind", Format: "opencode",
+		// Per provider: opencode's Anthropic login is Claude's OAuth, its
+		// OpenAI login Codex's, GitHub Copilot's tokens last 30 min; any
+		// other provider gets a day.
+		Lifetime:  24 * time.Hour,
+		Providers: map[string]time.Duration{"anthropic": 8 * time.Hour, "openai": 10 * 24 * time.Hour, "github-copilot": time.Hour},
+		// One entry per provider: each side's logins survive.
+		Merge: mergeOpencode,
 		Credential: FileSpec{
 			Locate: func(e Env) string {
 				return filepath.Join(e.dirFromEnv("XDG_DATA_HOME", ".local/share"), "opencode", "auth.json")

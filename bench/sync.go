@@ -35,7 +35,7 @@ type guardSubject struct {
 func guards(cfg *config, t *Table, withPeers bool) ([]*guardSubject, error) {
 	var gs []*guardSubject
 	if cfg.cawInit != "" {
-		gs = append(gs, &guardSubject{name: "caw-init", argv: harness.CawInit(cfg.cawInit)})
+		gs = append(gs, &guardSubject{name: "caw-init", argv: harness.CawInit(cfg.cawInit, syncBenchFlags...)})
 	}
 	if !withPeers {
 		return gs, nil
@@ -156,6 +156,11 @@ func settle(last time.Duration) time.Duration {
 	return min(max(2*time.Millisecond, 3*last), 50*time.Millisecond)
 }
 
+// syncBenchFlags lift caw-init's rate limit on host writes (a burst of 4,
+// then one per 3 s): the rows measure the latency of a lone write, and
+// their rounds, a few milliseconds apart, are far faster than any refresh.
+var syncBenchFlags = []string{"--sync-write-every", "1ms"}
+
 // lostAfter is how long a write may take before it counts as lost.
 const lostAfter = time.Second
 
@@ -167,7 +172,7 @@ func benchSync(cfg *config, t *Table) error {
 		return err
 	}
 	if cfg.cawInit != "" {
-		gs = append(gs, &guardSubject{name: "caw-init", strategy: harness.BindDir, argv: harness.CawInit(cfg.cawInit)})
+		gs = append(gs, &guardSubject{name: "caw-init", strategy: harness.BindDir, argv: harness.CawInit(cfg.cawInit, syncBenchFlags...)})
 	}
 	var live []*guardSubject
 	for i, g := range gs {

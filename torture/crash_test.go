@@ -41,7 +41,7 @@ func TestKillDuringStorm(t *testing.T) {
 			strategy = harness.BindDir
 		}
 		c, err := harness.Start(filepath.Join(d, fmt.Sprintf("r%d", i)), host,
-			harness.Spec{Strategy: strategy, UID: userUID, GID: userGID, Argv: harness.CawInit(bin)}, 30*time.Second)
+			harness.Spec{Strategy: strategy, UID: userUID, GID: userGID, Argv: harness.CawInit(bin, fastWrites...)}, 30*time.Second)
 		if err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}

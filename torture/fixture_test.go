@@ -50,6 +50,11 @@ const (
 	hostUID, hostGID = 1001, 1001
 )
 
+// fastWrites lifts caw-init's rate limit on host writes: the torture
+// writes faster than any agent refreshes, and the limit (tested on its own
+// in sync/guard) would only slow it down.
+var fastWrites = []string{"--sync-write-every", "1ms"}
+
 // cawInit builds the real caw-init once and checks what the suite needs.
 func cawInit(t *testing.T) string {
 	t.Helper()
@@ -73,7 +78,7 @@ func scratch(t *testing.T) string {
 // stopped (SIGTERM, as docker stop) when the test ends.
 func container(t *testing.T, bin, dir string, host *harness.Host, strategy string) *harness.Container {
 	t.Helper()
-	var extra []string
+	extra := append([]string(nil), fastWrites...)
 	if v := os.Getenv("CAW_TORTURE_VERBOSE"); v != "" {
 		extra = append(extra, "-"+strings.Repeat("v", max(1, len(v))))
 	}

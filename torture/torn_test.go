@@ -70,7 +70,7 @@ func TestTornWrites(t *testing.T) {
 	perDir := rounds(300, 5000)
 	for _, dir := range []string{"host-to-home", "home-to-host"} {
 		t.Run(dir, func(t *testing.T) {
-			n := tornWrites(t, harness.CawInit(bin), dir == "home-to-host", perDir, 2*time.Millisecond)
+			n := tornWrites(t, harness.CawInit(bin, fastWrites...), dir == "home-to-host", perDir, 2*time.Millisecond)
 			n.report(t, "torn writes "+dir, "invalid_propagated", "lost")
 		})
 	}

@@ -14,16 +14,18 @@ import (
 	"time"
 )
 
-// expiryBase is the expiresAt (epoch ms, in 2100) of sequence number 0, so
-// every credential the harness writes is valid and a larger sequence number
-// is always the fresher token.
-const expiryBase = 4102444800000
+// expiryBase is the expiresAt (epoch ms, an hour after this process
+// started) of sequence number 0, so every credential the harness writes is
+// valid and a larger sequence number is always the fresher token. It stays
+// within a Claude token's real lifetime: the guard refuses to write a
+// credential claiming more to the host.
+var expiryBase = time.Now().Add(time.Hour).UnixMilli()
 
 // Cred is a Claude Code credential whose freshness is seq: its access and
 // refresh tokens name seq and its expiry grows with it.
 func Cred(seq int64) []byte {
 	return fmt.Appendf(nil, `{"claudeAiOauth":{"accessToken":"sk-ant-oat01-caw-%012d","refreshToken":"sk-ant-ort01-caw-%012d","expiresAt":%d,"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}`,
-		seq, seq, expiryBase+seq*1000)
+		seq, seq, expiryBase+seq)
 }
 
 // Seq reads the sequence number of a credential Cred wrote. ok is false for
@@ -39,7 +41,7 @@ func Seq(data []byte) (seq int64, ok bool) {
 	if json.Unmarshal(data, &doc) != nil || doc.O == nil {
 		return 0, false
 	}
-	seq = (doc.O.E - expiryBase) / 1000
+	seq = doc.O.E - expiryBase
 	// The guard may pad an in-place write with trailing whitespace (valid
 	// JSON), so only the bytes before it must be exactly what was written.
 	if doc.O.E < expiryBase || !bytes.Equal(bytes.TrimRight(data, " \t\r\n"), Cred(seq)) {

@@ -102,6 +102,7 @@ func run() int {
 	if m != nil {
 		g, err = guard.Start(context.Background(), guard.Config{
 			AuthDir: o.authDir, Auth: auth, Manifest: m, Home: t.home, UID: t.uid, GID: t.gid, Groups: t.groups, Logf: logf, Poll: o.poll,
+			WriteEvery: o.writeEvery,
 		})
 		switch {
 		case err != nil:

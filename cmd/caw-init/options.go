@@ -19,6 +19,9 @@ const usage = `usage: caw-init [options] [--] COMMAND [ARG...]
   --auth-dir DIR        where the staging dir is mounted (env CAW_AUTH_DIR, default /tmp/caw_auth)
   -g, --pgroup          forward signals to the child's whole process group (env CAW_PGROUP=1)
   --grace DURATION      at exit, time between SIGTERM and SIGKILL for leftover processes (default 3s)
+  --sync-write-every DURATION
+                        after a burst of 4, write each host credential from the container at most
+                        once per DURATION (default 3s; the final sync at exit is never held back)
   --no-sync             no credential copy or sync: a plain init with privilege drop
   --poll WHEN           stat-poll the host credential files (env CAW_POLL): auto (default) polls every
                         500ms those on a filesystem that reports no host-side changes (FUSE, virtiofs,
@@ -36,6 +39,7 @@ type options struct {
 	user, authDir string
 	pgroup        bool
 	grace         time.Duration
+	writeEvery    time.Duration
 	noSync        bool
 	poll          time.Duration // guard.Config.Poll: 0 auto, > 0 forced, < 0 off
 	verbosity     int
@@ -106,6 +110,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	fs.BoolVar(&o.pgroup, "g", o.pgroup, "")
 	fs.BoolVar(&o.pgroup, "pgroup", o.pgroup, "")
 	fs.DurationVar(&o.grace, "grace", o.grace, "")
+	fs.DurationVar(&o.writeEvery, "sync-write-every", 0, "")
 	fs.BoolVar(&o.noSync, "no-sync", false, "")
 	fs.Func("entrypoint", "", func(v string) error {
 		ep, err := parseEntrypoint(v)
@@ -132,6 +137,9 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	if *version {
 		fmt.Println("caw-init", buildVersion())
 		return nil, 0
+	}
+	if o.writeEvery < 0 {
+		return nil, usageError("--sync-write-every %v: must not be negative", o.writeEvery)
 	}
 	if o.grace < 0 {
 		return nil, usageError("--grace %v: must not be negative", o.grace)

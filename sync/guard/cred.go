@@ -29,15 +29,6 @@ func (s side) String() string {
 	return "host"
 }
 
-// Regression policy: a side that went back to an older token gets the
-// fresher one written back, at most maxWriteBacks times per window; after
-// that it is reported once and left alone (an agent holding an old token in
-// memory would otherwise fight the guard forever).
-const (
-	maxWriteBacks   = 3
-	writeBackWindow = time.Minute
-)
-
 // cred is one synced credential. Every decision takes mu, so the event loop
 // and Flush never interleave on one credential.
 type cred struct {
@@ -48,37 +39,80 @@ type cred struct {
 	homeWd int32
 
 	mu sync.Mutex
-	// seen is the content (trailing whitespace trimmed) each side held when
-	// the guard last read or wrote it: an event whose content matches is the
-	// guard's own write or no change, and is ignored. Content, never
-	// timestamps.
-	seen     [2][32]byte
-	hostDead bool
-	hostRO   bool
-	// readFailed marks a side whose last read failed (EACCES for a guard
-	// without root, a foreign owner...): a chmod or chown on it, which
-	// only raises ATTRIB, may make it readable, so ATTRIB re-reads it.
-	readFailed [2]bool
-	// owedRO: a write to the host was skipped because it was not
-	// writable; a chmod or chown there retries it.
-	owedRO     bool
-	writeBacks [2][]time.Time
-	leftAlone  [2]bool
-	said       map[string]bool
-	// pending marks a side owed the other's content, held back because it
-	// looked mid-write; settle delivers it once that side is quiet.
-	pending [2]bool
-	settle  *time.Timer
-	closed  bool
+	// at is what the guard knows of each side; hostAt what only the host
+	// side has.
+	at     [2]sideMem
+	hostAt hostMem
+	said   map[string]bool
+	settle *time.Timer
+	closed bool
+	// recheck deletes the files in at[s].kept after recheckDelay.
+	recheck *time.Timer
+	// history holds the last usable contents either side held, to tell an
+	// agent rewriting an old token from two fresh refreshes racing; each
+	// with the count of contents remembered before it, so that those
+	// remembered before staleBefore (the host's latest login, or start-up)
+	// are stale: never written to the host again.
+	history     [64]histEntry
+	histN       int
+	staleBefore int
+	// limit is the timer that delivers a host write the rate limit held
+	// back.
+	limit *time.Timer
+
+	// The worker: the event loop posts event masks per side (or a re-read
+	// after an overflow) under qmu and wakes it; it handles them under mu.
+	qmu     sync.Mutex
+	queued  [2]uint32
+	reread  bool
+	busy    bool
+	wake    chan struct{}
+	quit    chan struct{}
+	stopped chan struct{}
+	started bool
+}
+
+// sideMem is what the guard remembers of one side between decisions.
+type sideMem struct {
+	// seen is the content (trailing whitespace trimmed) the side held when
+	// the guard last read or wrote it: an event whose content matches is
+	// the guard's own write or no change, and is ignored. Content, never
+	// timestamps. prev is its status, and mine whether the guard wrote it.
+	seen [32]byte
+	prev agents.Status
+	mine bool
+	// owed: the side is owed the other's content, held back because it
+	// looked mid-write (the settle timer delivers it once the side is
+	// quiet) or by the rate limit (the limit timer does).
+	owed bool
+	// readFailed: the last read failed (EACCES for a guard without root,
+	// a foreign owner...): a chmod or chown on it, which only raises
+	// ATTRIB, may make it readable, so ATTRIB re-reads it.
+	readFailed bool
+	// writeBacks are the times of the write-backs to the side within
+	// writeBackWindow; leftAlone is set once they exceed the budget.
+	writeBacks []time.Time
+	leftAlone  bool
 	// kept are files the guard's writes displaced, deleted after
 	// recheckDelay (see swapIn): an agent writing in place into one of
 	// them is put back instead of lost.
-	kept    [2][]keptFile
-	recheck *time.Timer
-	// history holds the last usable contents either side held, to tell an
-	// agent rewriting an old token from two fresh refreshes racing.
-	history [16][32]byte
-	histN   int
+	kept []keptFile
+}
+
+// hostMem is what the guard remembers of the host side only.
+type hostMem struct {
+	// dead: the mount no longer reaches the host's file (a rename there
+	// detached it); readOnly: writes are refused, and owedRO: one was
+	// skipped for it, which a chmod or chown there retries.
+	dead, readOnly, owedRO bool
+	// writtenAt is when the guard last wrote the host; due the rate
+	// limit's state (see limits).
+	writtenAt, due time.Time
+}
+
+type histEntry struct {
+	sum [32]byte
+	n   int
 }
 
 // view is one side's content as read, classified.
@@ -93,20 +127,108 @@ func (c *cred) name() string { return c.e.Agent + " credential " + c.e.Container
 
 // remember records usable content either side held.
 func (c *cred) remember(sum [32]byte) {
-	if c.known(sum) {
+	if _, ok := c.known(sum); ok {
 		return
 	}
-	c.history[c.histN%len(c.history)] = sum
+	c.history[c.histN%len(c.history)] = histEntry{sum, c.histN}
 	c.histN++
 }
 
-func (c *cred) known(sum [32]byte) bool {
+// known reports whether sum is in the history, and when it came in.
+func (c *cred) known(sum [32]byte) (n int, ok bool) {
 	for i := range min(c.histN, len(c.history)) {
-		if c.history[i] == sum {
-			return true
+		if c.history[i].sum == sum {
+			return c.history[i].n, true
 		}
 	}
-	return false
+	return 0, false
+}
+
+// post hands events on side s (or a re-read of both sides) to the
+// credential's worker, started on first use. Events that pile up while it
+// works are merged: every decision reads the sides afresh.
+func (c *cred) post(s side, mask uint32, reread bool) {
+	c.qmu.Lock()
+	c.queued[s] |= mask
+	c.reread = c.reread || reread
+	c.busy = true
+	if !c.started {
+		c.started = true
+		c.wake, c.quit, c.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		go c.work()
+	}
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *cred) work() {
+	defer close(c.stopped)
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-c.wake:
+		}
+		for {
+			c.qmu.Lock()
+			q, reread := c.queued, c.reread
+			c.queued, c.reread = [2]uint32{}, false
+			if q == [2]uint32{} && !reread {
+				c.busy = false
+				c.qmu.Unlock()
+				break
+			}
+			c.qmu.Unlock()
+			c.mu.Lock()
+			if reread {
+				c.sync(anySide, onEvent)
+			}
+			for s, mask := range q {
+				if mask != 0 {
+					c.handle(side(s), mask)
+				}
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// handle is what the events mask on side s call for.
+func (c *cred) handle(s side, mask uint32) {
+	if s == host && mask&unix.IN_ATTRIB != 0 {
+		c.checkDead()
+	}
+	if s == home && mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
+		c.g.rewatchHome(c)
+	}
+	if mask&^uint32(unix.IN_ATTRIB|unix.IN_ISDIR) != 0 {
+		c.sync(s, onEvent)
+	} else {
+		// ATTRIB alone (chmod, chown, link count) changes no content,
+		// but may end a failure to read or write the side.
+		c.attrChanged(s)
+	}
+}
+
+func (c *cred) idle() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return !c.busy
+}
+
+// stopWorker stops the worker (after the event loop) and waits for it.
+func (c *cred) stopWorker() {
+	c.qmu.Lock()
+	started := c.started
+	c.started = true // no new worker after this
+	c.qmu.Unlock()
+	if started && c.quit != nil {
+		close(c.quit)
+		<-c.stopped
+	}
 }
 
 // once logs a message the first time its key is seen for this credential.
@@ -145,7 +267,7 @@ func (c *cred) readRaw(s side) view {
 		data, err = c.host.read()
 	}
 	v := view{data: data}
-	c.readFailed[s] = err != nil && !errors.Is(err, fs.ErrNotExist)
+	c.at[s].readFailed = err != nil && !errors.Is(err, fs.ErrNotExist)
 	var hostile *hostileError
 	switch {
 	case err == nil:
@@ -166,51 +288,19 @@ func (c *cred) readRaw(s side) view {
 	return v
 }
 
-// copyIn is the start-up sync: the host's credential becomes the home copy,
-// unless the home copy (left from an earlier run of this container) is
-// fresher, in which case it is kept and pushed to the host.
+// copyIn is the start-up sync: the host is the source of truth, so its
+// usable credential replaces the home copy (one left from an earlier run of
+// this container is never pushed: see decide).
 func (c *cred) copyIn() {
-	hv, Hv := c.read(home), c.read(host)
-	c.seen[home], c.seen[host] = hv.sum, Hv.sum
-	for _, x := range []view{hv, Hv} {
-		if x.st.State.Usable() {
-			c.remember(x.sum)
-		}
-	}
-	if hv.sum == Hv.sum {
-		return
-	}
-	switch {
-	case agents.Compare(hv.st, Hv.st) > 0:
-		c.g.logf(1, "%s: the home copy is fresher than the host's; keeping it and pushing it to the host", c.name())
-		c.write(host, hv, Hv)
-	case Hv.st.State.Usable():
-		c.write(home, Hv, hv)
-	default:
-		c.g.logf(1, "%s: the host's credential is %s; nothing copied", c.name(), Hv.st.State)
-	}
+	c.sync(anySide, onStart)
 }
 
 // anySide is the trigger of a sync that no single side's event caused.
 const anySide side = -1
 
-// mode is why a sync runs.
-type mode int
-
-const (
-	// onEvent: inotify reported a change on the trigger side.
-	onEvent mode = iota
-	// onFlush: the child is gone; a fresher home copy must reach the host
-	// now, even over a host file that looks mid-write.
-	onFlush
-	// onSettle: a side owed content stayed torn and quiet for settleDelay
-	// (its writer died): it gets the fresher content.
-	onSettle
-)
-
 // sync brings both sides to the freshest usable content after a change on
 // trigger (or anySide). It re-decides when a side changed under a write.
-func (c *cred) sync(trigger side, m mode) error {
+func (c *cred) sync(trigger side, m cause) error {
 	var err error
 	owed := anySide
 	for range 8 {
@@ -222,29 +312,29 @@ func (c *cred) sync(trigger side, m mode) error {
 	return err
 }
 
-// syncOnce takes one decision. owed is the side a write of the previous
-// decision found changed (errChanged), which is returned for the next one:
-// the content that write carried never reached it, so it is still new to
-// that side. Without this, the next decision would see only that side
-// change and take its new content (say, the token the other side held just
-// before) for a regression, or leave a side it left alone without the
-// fresher token.
-func (c *cred) syncOnce(trigger side, m mode, owed side) (side, error) {
+// syncOnce reads the sides, takes one decision (decide) and carries it
+// out. owed is the side a write of the previous decision found changed
+// (errChanged), which is returned for the next one: the content that write
+// carried never reached it, so it is still owed to that side. Without
+// this, the next decision would see only that side change and take its new
+// content (say, the token the other side held just before) for a
+// regression, or leave a side it left alone without the fresher token.
+func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 	var v [2]view
 	var have [2]bool
-	if trigger != anySide && m == onEvent && !c.pending[home] && !c.pending[host] {
+	if trigger != anySide && m == onEvent && !c.at[home].owed && !c.at[host].owed {
 		// Most events are the guard's own writes echoing back, or a writer
 		// truncating before it writes: one read of the side that moved
 		// settles them, without reading the other side.
 		v[trigger], have[trigger] = c.readRaw(trigger), true
-		if v[trigger].sum == c.seen[trigger] {
+		if v[trigger].sum == c.at[trigger].seen {
 			return anySide, nil
 		}
 		c.classify(&v[trigger])
-		if !v[trigger].st.State.Usable() {
+		if !v[trigger].st.State.Usable() && !(v[trigger].st.State == agents.LoggedOut && c.repairs()) {
 			// Nothing to propagate from it, and nothing to write to it
 			// (it is mid-write, or its own deliberate logout).
-			c.seen[trigger] = v[trigger].sum
+			c.saw(trigger, v[trigger], false)
 			return anySide, nil
 		}
 	}
@@ -253,9 +343,30 @@ func (c *cred) syncOnce(trigger side, m mode, owed side) (side, error) {
 			v[s] = c.read(side(s))
 		}
 	}
-	hv, Hv := v[home], v[host]
-	homeChanged, hostChanged := hv.sum != c.seen[home], Hv.sum != c.seen[host]
-	c.seen[home], c.seen[host] = hv.sum, Hv.sum
+	now := time.Now()
+	in := input{Cause: m, Now: now, RepairStubs: c.repairs(), HostWrittenAt: c.hostAt.writtenAt,
+		WriteBacks: [2][]time.Time{c.at[home].writeBacks, c.at[host].writeBacks}, Limits: c.g.limits(), HostDue: c.hostAt.due}
+	for s := range 2 {
+		x := v[s]
+		n, known := c.known(x.sum)
+		st := sideState{St: x.st, Sum: x.sum, Changed: x.sum != c.at[s].seen || m == onStart,
+			Known: known && m != onStart, Stale: known && n < c.staleBefore,
+			Owed: c.at[s].owed || side(s) == owed, LeftAlone: c.at[s].leftAlone,
+			Prev: c.at[s].prev, PrevSum: c.at[s].seen, PrevMine: c.at[s].mine}
+		in.Side[s] = st
+	}
+	// Claims matter only for content that may go to the host: the home's,
+	// and the host's account when the home's names one.
+	if v[home].st.State.Usable() {
+		in.Side[home].Claims = agents.Inspect(c.format, v[home].data, now)
+		if len(in.Side[home].Claims.Accounts) > 0 && v[host].st.State.Usable() {
+			in.Side[host].Claims = agents.Inspect(c.format, v[host].data, now)
+		}
+	}
+	a := decide(in)
+	for s := range 2 {
+		c.saw(side(s), v[s], false)
+	}
 	// Known once this decision is taken (not before: whether the content
 	// was known decides what a regression is).
 	defer func() {
@@ -265,96 +376,110 @@ func (c *cred) syncOnce(trigger side, m mode, owed side) (side, error) {
 			}
 		}
 	}()
-	if hv.sum == Hv.sum {
+	if m == onStart || a.Login {
+		// Everything seen so far, and what the home holds now, is stale;
+		// a new host token is not (it is remembered after this), unless
+		// this is the start-up copy.
+		if v[home].st.State.Usable() {
+			c.remember(v[home].sum)
+		}
+		if m == onStart && v[host].st.State.Usable() {
+			c.remember(v[host].sum)
+		}
+		c.staleBefore = c.histN
+	}
+	for _, n := range a.Notes {
+		if n.once != "" {
+			c.once(n.once, n.level, "%s: %s", c.name(), n.msg)
+		} else {
+			c.g.logf(n.level, "%s: %s", c.name(), n.msg)
+		}
+	}
+	if a.LeaveAlone {
+		c.at[a.Dst].leftAlone = true
+	}
+	if a.Unowe {
+		c.at[a.Dst].owed = false
+	}
+	switch a.Verb {
+	case settled:
 		c.settled()
-		return anySide, nil
-	}
-	cmp := agents.Compare(hv.st, Hv.st)
-	if cmp == 0 {
-		if !hv.st.State.Usable() {
-			return anySide, nil // neither side has anything worth syncing
+	case hold:
+		c.owe(a.Dst)
+	case later:
+		c.at[a.Dst].owed = true
+		c.armLimit(a.At.Sub(now))
+	case write:
+		if a.WriteBack {
+			c.countWriteBack(a.Dst, now)
 		}
-		// Equally fresh, different content: the most recent change wins.
-		switch {
-		case homeChanged:
-			cmp = 1
-		case hostChanged:
-			cmp = -1
-		default:
-			return anySide, nil
+		src := c.merge(v[other(a.Dst)], v[a.Dst])
+		if err := c.write(a.Dst, src, v[a.Dst], m); err != nil || src.sum == v[other(a.Dst)].sum || m == onStart {
+			return a.Dst, err
 		}
+		// The merge kept something of dst's that the winning side lacks:
+		// that side gets the merged document too, so both hold both (not
+		// at start-up, when nothing goes to the host).
+		return other(a.Dst), c.write(other(a.Dst), src, v[other(a.Dst)], m)
 	}
-	dst, src, cur, srcChanged, curChanged := home, Hv, hv, hostChanged, homeChanged
-	if cmp > 0 {
-		dst, src, cur, srcChanged, curChanged = host, hv, Hv, homeChanged, hostChanged
-	}
-	if dst == owed {
-		srcChanged = true
-	}
-	return dst, c.push(dst, src, cur, srcChanged, curChanged, m)
+	return anySide, nil
 }
 
-// push writes src (usable, and fresher) over side dst, whose content is
-// cur, when there is a reason to: src brings something new, dst went back
-// to an older token, dst is owed it, or the final flush finds dst stale.
-func (c *cred) push(dst side, src, cur view, srcChanged, curChanged bool, m mode) error {
-	switch {
-	case m == onSettle:
-	case cur.st.State == agents.Empty || cur.st.State == agents.Invalid:
-		// dst may be mid-write (a truncate before an in-place write, a
-		// writer pausing mid-file): writing now would interleave with its
-		// writer. Its next event re-decides; if it stays torn and quiet,
-		// the settle timer delivers src.
-		if !srcChanged && !c.pending[dst] {
-			return nil
-		}
-		if m != onFlush {
-			c.g.logf(2, "%s: the %s side is %s; waiting for its writer", c.name(), dst, cur.st.State)
-			c.owe(dst)
-			return nil
-		}
-	case !cur.st.State.Usable():
-		// A complete logged-out stub or a deleted file: left as it is when
-		// that is dst's own latest change (a deliberate logout), replaced
-		// when src brings a new login.
-		if curChanged {
-			c.pending[dst] = false
-		}
-		if curChanged || !srcChanged {
-			return nil
-		}
-	case curChanged && !srcChanged && !c.pending[dst] && !c.known(cur.sum):
-		// dst changed to a token never seen before that is older than
-		// src's: two refreshes raced (each side took one at about the same
-		// moment). The fresher one goes back; not a regression.
-		c.g.logf(2, "%s: the %s side took an older token than the %s side holds; writing the fresher one back", c.name(), dst, other(dst))
-	case curChanged && !srcChanged && !c.pending[dst]:
-		// dst went back to a token it held before: an agent rewrote the
-		// old token it keeps in memory.
-		if c.leftAlone[dst] {
-			return nil
-		}
-		now := time.Now()
-		kept := c.writeBacks[dst][:0]
-		for _, t := range c.writeBacks[dst] {
-			if now.Sub(t) < writeBackWindow {
-				kept = append(kept, t)
-			}
-		}
-		c.writeBacks[dst] = append(kept, now)
-		if len(c.writeBacks[dst]) > maxWriteBacks {
-			c.leftAlone[dst] = true
-			c.g.logf(0, "%s: the %s copy went back to an older token %d times within %s; leaving it alone (restart the agent holding the old token)",
-				c.name(), dst, len(c.writeBacks[dst]), writeBackWindow)
-			return nil
-		}
-		c.g.logf(1, "%s: the %s copy went back to an older token; writing the fresher one back", c.name(), dst)
-	case m == onFlush:
-		// dst holds an older usable token: the last chance to update it.
-	case !srcChanged && !c.pending[dst]:
-		return nil // nothing new since the last decision
+// merge is the content that replaces cur when src wins: src, with what
+// the agent's merge keeps of cur (agents.Merge).
+func (c *cred) merge(src, cur view) view {
+	data := agents.Merge(c.format, src.data, cur.data)
+	if string(data) == string(src.data) {
+		return src
 	}
-	return c.write(dst, src, cur)
+	m := view{data: data, sum: sha256.Sum256(trimJSON(data))}
+	c.classify(&m)
+	if !m.st.State.Usable() {
+		return src // never: a merge only adds members
+	}
+	return m
+}
+
+// saw records what side s holds as what the guard last saw there.
+func (c *cred) saw(s side, x view, mine bool) {
+	if c.at[s].seen != x.sum {
+		c.at[s].seen, c.at[s].prev, c.at[s].mine = x.sum, x.st, mine
+	}
+}
+
+// repairs: the agent's logged-out stubs are its answer to invalid_grant.
+func (c *cred) repairs() bool {
+	a, ok := agents.Lookup(c.e.Agent)
+	return ok && a.StubOnRefusal
+}
+
+func (c *cred) countWriteBack(dst side, now time.Time) {
+	kept := c.at[dst].writeBacks[:0]
+	for _, t := range c.at[dst].writeBacks {
+		if now.Sub(t) < writeBackWindow {
+			kept = append(kept, t)
+		}
+	}
+	c.at[dst].writeBacks = append(kept, now)
+}
+
+// armLimit arms the timer that delivers a host write the rate limit held
+// back; it runs only then, never while idle.
+func (c *cred) armLimit(d time.Duration) {
+	if c.closed {
+		return
+	}
+	if c.limit == nil {
+		c.limit = time.AfterFunc(d, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if !c.closed && c.at[host].owed {
+				c.sync(anySide, onLimit)
+			}
+		})
+		return
+	}
+	c.limit.Reset(d)
 }
 
 // settleDelay is how long a torn side must stay quiet before the guard
@@ -364,7 +489,7 @@ const settleDelay = 250 * time.Millisecond
 
 // owe marks dst as owed src's content and (re)arms the settle timer.
 func (c *cred) owe(dst side) {
-	c.pending[dst] = true
+	c.at[dst].owed = true
 	if c.closed {
 		return
 	}
@@ -372,7 +497,7 @@ func (c *cred) owe(dst side) {
 		c.settle = time.AfterFunc(settleDelay, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if !c.closed && (c.pending[home] || c.pending[host]) {
+			if !c.closed && (c.at[home].owed || c.at[host].owed) {
 				c.sync(anySide, onSettle)
 			}
 		})
@@ -383,7 +508,7 @@ func (c *cred) owe(dst side) {
 
 // settled: both sides agree, nothing is owed.
 func (c *cred) settled() {
-	c.pending = [2]bool{}
+	c.at[home].owed, c.at[host].owed = false, false
 	if c.settle != nil {
 		c.settle.Stop()
 	}
@@ -397,6 +522,9 @@ func (c *cred) stop() {
 	}
 	if c.recheck != nil {
 		c.recheck.Stop()
+	}
+	if c.limit != nil {
+		c.limit.Stop()
 	}
 	c.recheckKept()
 }
@@ -416,7 +544,7 @@ type keptFile struct {
 // keep records a displaced file and arms the recheck timer; the timer runs
 // only after a write, never while idle.
 func (c *cred) keep(s side, k keptFile) {
-	c.kept[s] = append(c.kept[s], k)
+	c.at[s].kept = append(c.at[s].kept, k)
 	if c.closed {
 		c.recheckKept()
 		return
@@ -438,8 +566,8 @@ func (c *cred) keep(s side, k keptFile) {
 // wrote into since (see recheckAt); it reports whether one was.
 func (c *cred) recheckKept() bool {
 	wrote := false
-	for s := range c.kept {
-		for _, k := range c.kept[s] {
+	for s := range c.at {
+		for _, k := range c.at[s].kept {
 			prefer := c.preferOver(sha256.Sum256(trimJSON(k.mine)))
 			var changed bool
 			if side(s) == home {
@@ -452,16 +580,16 @@ func (c *cred) recheckKept() bool {
 				wrote = true
 			}
 		}
-		c.kept[s] = c.kept[s][:0]
+		c.at[s].kept = c.at[s].kept[:0]
 	}
 	return wrote
 }
 
 // write replaces dst's content (cur) with src's, unless dst changed since
 // it was read (errChanged: decide again).
-func (c *cred) write(dst side, src, cur view) error {
-	if dst == host && (c.hostDead || c.hostRO) {
-		c.owedRO = c.hostRO
+func (c *cred) write(dst side, src, cur view, m cause) error {
+	if dst == host && (c.hostAt.dead || c.hostAt.readOnly) {
+		c.hostAt.owedRO = c.hostAt.readOnly
 		return nil
 	}
 	still := func(now []byte, err error) bool {
@@ -486,18 +614,25 @@ func (c *cred) write(dst side, src, cur view) error {
 	}
 	switch {
 	case err == nil:
-		c.seen[dst] = src.sum
-		c.pending[dst] = false
+		c.saw(dst, src, true)
+		c.at[dst].owed = false
 		c.remember(src.sum)
+		if dst == host {
+			now := time.Now()
+			c.hostAt.writtenAt = now
+			if m != onFlush {
+				c.hostAt.due = nextHostDue(c.g.limits(), c.hostAt.due, now)
+			}
+		}
 		c.g.logf(2, "%s: %s -> %s (%s)", c.name(), other(dst), dst, src.st.Describe(time.Now()))
 		return nil
 	case errors.Is(err, errChanged):
 		return err
 	case errors.Is(err, errDead):
-		c.hostDead = true
+		c.hostAt.dead = true
 		c.reportDead()
 	case errors.Is(err, errReadOnly):
-		c.hostRO, c.owedRO = true, true
+		c.hostAt.readOnly, c.hostAt.owedRO = true, true
 		if errors.Is(err, unix.EROFS) {
 			c.once("ro", 0, "%s: the host file is read-only (%v); container refreshes will not reach the host (mount it :rw)", c.name(), err)
 		} else {
@@ -572,16 +707,16 @@ func (c *cred) reportDead() {
 // write refused as not writable.
 func (c *cred) attrChanged(s side) {
 	switch {
-	case c.readFailed[s]:
+	case c.at[s].readFailed:
 		c.sync(s, onEvent)
-		if !c.readFailed[s] {
+		if !c.at[s].readFailed {
 			c.g.logf(1, "%s: the %s side is readable again", c.name(), s)
 		}
-	case s == host && c.hostRO && !c.hostDead:
-		c.hostRO = false
-		if c.owedRO {
-			c.owedRO = false
-			c.pending[host] = true
+	case s == host && c.hostAt.readOnly && !c.hostAt.dead:
+		c.hostAt.readOnly = false
+		if c.hostAt.owedRO {
+			c.hostAt.owedRO = false
+			c.at[host].owed = true
 			c.sync(anySide, onEvent)
 		}
 	}
@@ -590,8 +725,8 @@ func (c *cred) attrChanged(s side) {
 // checkDead looks for the host rename that detaches a file bind mount (the
 // mounted inode's link count drops to 0; ATTRIB is the only event).
 func (c *cred) checkDead() {
-	if !c.hostDead && c.host.dead() {
-		c.hostDead = true
+	if !c.hostAt.dead && c.host.dead() {
+		c.hostAt.dead = true
 		c.reportDead()
 	}
 }

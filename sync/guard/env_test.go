@@ -64,7 +64,8 @@ func claudeTok(n int) []byte {
 }
 
 func codexTok(n int) []byte {
-	last := time.UnixMilli(tokenBase).Add(time.Duration(n) * time.Second).UTC().Format(time.RFC3339Nano)
+	// last_refresh is in the past, as a real one always is.
+	last := time.UnixMilli(tokenBase).Add(-2*time.Hour + time.Duration(n)*time.Second).UTC().Format(time.RFC3339Nano)
 	return fmt.Appendf(nil, `{"OPENAI_API_KEY":null,"tokens":{"id_token":"id-%d","access_token":"ac-%d","refresh_token":"rf-%d","account_id":"acct"},"last_refresh":%q}`+"\n",
 		n, n, n, last)
 }
@@ -115,6 +116,11 @@ type fx struct {
 	dir, auth, host, home string
 	m                     *manifest.Manifest
 	log                   *logBuf
+	// limited: the guard runs with the default rate limit on host writes
+	// (every: its interval, when set); else without one.
+	limited bool
+	every   time.Duration
+	g       *Guard // the last guard start started
 }
 
 func newFx(t testing.TB) *fx {
@@ -212,7 +218,12 @@ func (f *fx) cfg() Config {
 	if err := f.m.Validate(); err != nil {
 		f.t.Fatal(err)
 	}
-	return Config{AuthDir: f.auth, Manifest: f.m, Home: f.home, UID: userUID, GID: userGID, Logf: f.log.logf}
+	burst := -1 // most tests write the host faster than the rate limit lets through
+	if f.limited {
+		burst = 0
+	}
+	return Config{AuthDir: f.auth, Manifest: f.m, Home: f.home, UID: userUID, GID: userGID, Logf: f.log.logf,
+		WriteBurst: burst, WriteEvery: f.every}
 }
 
 func (f *fx) start() *Guard {
@@ -224,6 +235,7 @@ func (f *fx) start() *Guard {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { g.Close() })
+	f.g = g
 	return g
 }
 

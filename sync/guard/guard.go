@@ -5,11 +5,15 @@
 // keeps the home copy and the host's file in sync in both directions,
 // reacting to inotify events within milliseconds, until the final Flush.
 //
-// Every decision is taken by agents.Classify and agents.Compare, the same
-// functions `caw status` uses: only usable (valid or expired) content ever
-// crosses, the fresher credential wins, a side that goes back to an older
-// token gets the fresher one written back. The guard compares content, never
-// timestamps, so it never reacts to its own writes.
+// Every decision is one call of decide (policy.go, a pure function whose
+// rules are listed there and in docs/SECURITY.md), on contents classified by
+// agents.Classify and compared by agents.Compare, the same functions `caw
+// status` uses: only usable (valid or expired) content ever crosses, a host
+// login wins, the fresher credential wins otherwise, nothing implausible,
+// stale or for another account reaches the host, and host writes are
+// rate-limited. The guard compares content, never timestamps, so it never
+// reacts to its own writes. docs/ARCHITECTURE.md maps the goroutines,
+// timers and files.
 //
 // Files: home.go is the only code touching the user's home, as the user;
 // the descriptor-checked *at primitives, the bounded read, the staging dir
@@ -17,8 +21,8 @@
 // to trust the guard against a hostile user; a bind-dir host directory,
 // which the user may be able to write too, uses the same primitives);
 // host.go is the host side; inotify.go is the event source, poll.go a stat
-// poll for host files shared through a VM (no host-side events); cred.go
-// the sync rules.
+// poll for host files shared through a VM (no host-side events); policy.go
+// the sync rules; cred.go carries them out, one worker per credential.
 package guard
 
 import (
@@ -57,6 +61,11 @@ type Config struct {
 	// host-side events (see poll.go); > 0 polls every host side at that
 	// interval; < 0 never polls.
 	Poll time.Duration
+	// WriteBurst and WriteEvery bound the guard's writes of each host file
+	// from the container's side: WriteBurst at once, then one per
+	// WriteEvery (zero: 4 and 3 s; a negative WriteBurst: no limit).
+	WriteBurst int
+	WriteEvery time.Duration
 }
 
 // Guard keeps home copies and host credentials in sync.
@@ -74,6 +83,18 @@ type Guard struct {
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
+}
+
+// limits is the home-to-host rate limit Config asks for.
+func (g *Guard) limits() limits {
+	l := defaultLimits
+	if g.cfg.WriteBurst != 0 {
+		l.burst = max(g.cfg.WriteBurst, 0)
+	}
+	if g.cfg.WriteEvery > 0 {
+		l.every = g.cfg.WriteEvery
+	}
+	return l
 }
 
 func (g *Guard) logf(level int, format string, args ...any) {
@@ -310,24 +331,12 @@ func (g *Guard) rewatchHome(c *cred) {
 	}
 }
 
+// handle hands a batch of events to the credentials' workers: the event
+// loop itself does no I/O, so a host file whose lock the guard waits for
+// (up to 2 s, see lockFD) delays only its own credential.
 func (g *Guard) handle(batch []dirty) {
 	for _, d := range batch {
-		c := d.t.c
-		c.mu.Lock()
-		if d.t.side == host && d.mask&unix.IN_ATTRIB != 0 {
-			c.checkDead()
-		}
-		if d.t.side == home && d.mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
-			g.rewatchHome(c)
-		}
-		if d.mask&^uint32(unix.IN_ATTRIB|unix.IN_ISDIR) != 0 {
-			c.sync(d.t.side, onEvent)
-		} else {
-			// ATTRIB alone (chmod, chown, link count) changes no content,
-			// but may end a failure to read or write the side.
-			c.attrChanged(d.t.side)
-		}
-		c.mu.Unlock()
+		d.t.c.post(d.t.side, d.mask, false)
 	}
 }
 
@@ -335,9 +344,7 @@ func (g *Guard) handle(batch []dirty) {
 func (g *Guard) overflow() {
 	g.logf(1, "inotify queue overflow: re-reading every credential")
 	for _, c := range g.creds {
-		c.mu.Lock()
-		c.sync(anySide, onEvent)
-		c.mu.Unlock()
+		c.post(home, 0, true)
 	}
 }
 
@@ -362,20 +369,36 @@ func readStaged(authfd int, rel, label string) ([]byte, error) {
 // Flush syncs whatever the home copies hold to the host side and returns only
 // when the host side is written. caw-init calls it after the child exits. It
 // reads both sides itself, so a write no event has reported yet is flushed.
+// The credentials are flushed in parallel: one stuck host file does not
+// hold back the others.
 func (g *Guard) Flush(ctx context.Context) error {
-	var errs []error
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("flush credentials: %w", err)
+	}
+	errs := make([]error, len(g.creds))
+	var wg sync.WaitGroup
+	for i, c := range g.creds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			errs[i] = c.flush()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// idle reports whether every credential's worker has handled every event
+// handed to it (tests use it to know that nothing more will happen).
+func (g *Guard) idle() bool {
 	for _, c := range g.creds {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("flush credentials: %w", err)
-		}
-		c.mu.Lock()
-		err := c.flush()
-		c.mu.Unlock()
-		if err != nil {
-			errs = append(errs, err)
+		if !c.idle() {
+			return false
 		}
 	}
-	return errors.Join(errs...)
+	return true
 }
 
 // stopWatching stops the event loop and waits for it.
@@ -398,6 +421,9 @@ func (g *Guard) stopWatching() {
 func (g *Guard) Close() error {
 	g.stopWatching()
 	g.closeOnce.Do(func() {
+		for _, c := range g.creds {
+			c.stopWorker()
+		}
 		for _, c := range g.creds {
 			c.mu.Lock()
 			c.stop()

@@ -269,7 +269,8 @@ func TestCrashDuringStorm(t *testing.T) {
 			io.Copy(io.Discard, out)
 		}()
 		// One round in four is killed at a random instant of its start-up
-		// (copy-in pushes a fresher home copy); the others once guarding.
+		// (copy-in replaces the home copy from the host); the others once
+		// guarding.
 		if round%4 != 0 {
 			select {
 			case ok := <-ready:
@@ -309,14 +310,18 @@ func TestCrashDuringStorm(t *testing.T) {
 		}
 		lastHost = h
 	}
-	// A last guard flushes the final refresh.
+	// A last guard starts and stops at once. The host is the source of
+	// truth at start-up: the home copy a killed guard left behind is
+	// replaced by the host's, never pushed (a refresh a SIGKILL kept from
+	// the host is lost, as the container's own state would be).
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"="+string(spec))
 	cmd.Stdin = nil
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("final guard: %v\n%s", err, b)
 	}
-	assertContent(t, hostFile, written[n])
+	assertContent(t, hostFile, written[lastHost])
+	assertContent(t, homeFile, written[lastHost])
 	t.Logf("crash storm: rounds=%d refreshes=%d invalid-after-kill=0 regressions=0 killed-in-start-up=%d killed-between-write-and-truncate=%d",
 		rounds, n-1, killedInStart, killedMidWrite)
 }

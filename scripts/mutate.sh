@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# mutate.sh: a mutation run over the sync decision and its write paths.
+# Each mutant is a single-point change a reviewer would call meaningful; it
+# is applied to the file, the package tests run, and the file is restored.
+# A mutant is killed when the tests fail. Needs root (the guard's namespace
+# tests). Usage: scripts/mutate.sh [NAME-REGEXP]
+#
+# Mutants: one per line, "file ||| name ||| old ||| new", where old occurs
+# exactly once in file; \n and \t in old and new are a newline and a tab.
+set -u
+cd "$(dirname "$0")/.."
+only=${1:-.}
+mutants=$(cat <<'LIST'
+sync/guard/policy.go ||| most recent change wins, reversed ||| case h.Changed:\n\t\t\tcmp = 1 ||| case h.Changed:\n\t\t\tcmp = -1
+sync/guard/policy.go ||| fresher side wins, reversed ||| if cmp > 0 {\n\t\tdst = host ||| if cmp < 0 {\n\t\tdst = host
+sync/guard/policy.go ||| flush's last-chance update dropped ||| case in.Cause == onFlush:\n\t\t// dst holds ||| case in.Cause == onFlush && false:\n\t\t// dst holds
+sync/guard/policy.go ||| torn side written at once ||| if in.Cause != onFlush {\n\t\t\ta.say(2, "", "the %s side is %s; waiting ||| if false {\n\t\t\ta.say(2, "", "the %s side is %s; waiting
+sync/guard/policy.go ||| logout overwritten when both changed ||| if curChanged {\n\t\t\ta.Unowe, a.Dst = true, dst ||| if curChanged && !srcChanged {\n\t\t\ta.Unowe, a.Dst = true, dst
+sync/guard/policy.go ||| host login never wins ||| in.Now.Sub(in.HostWrittenAt) >= raceWindow ||| in.Now.Sub(in.HostWrittenAt) < 0
+sync/guard/policy.go ||| raced refresh taken for a login ||| in.Now.Sub(in.HostWrittenAt) >= raceWindow ||| in.Now.Sub(in.HostWrittenAt) >= 0
+sync/guard/policy.go ||| implausible expiry accepted ||| if why := h.Claims.Implausible; why != "" ||| if why := h.Claims.Implausible; why == "-"
+sync/guard/policy.go ||| another account accepted ||| if !agents.SameAccount(h.Claims, H.Claims) ||| if false
+sync/guard/policy.go ||| stale content pushed ||| if h.Stale { ||| if false {
+sync/guard/policy.go ||| start-up pushes a fresher home ||| if H.St.State.Usable() {\n\t\t\treturn deliver(a, in, home, false) ||| if H.St.State.Usable() {\n\t\t\treturn deliver(a, in, host, false)
+sync/guard/policy.go ||| write-back budget never spent ||| if n > maxWriteBacks { ||| if n > maxWriteBacks+100 {
+sync/guard/policy.go ||| raced write-back not counted ||| if stop := budget(&a, in, dst); stop {\n\t\t\treturn a\n\t\t}\n\t\ta.say(2, "", "the %s side took ||| a.say(2, "", "the %s side took
+sync/guard/policy.go ||| rate limit off ||| if at := hostDueAt(in); at.After(in.Now) ||| if at := hostDueAt(in); false && at.After(in.Now)
+sync/guard/policy.go ||| flush rate-limited ||| if dst == host && in.Cause != onFlush { ||| if dst == host {
+sync/guard/policy.go ||| stub never repaired ||| if curChanged && in.RepairStubs && ||| if false && in.RepairStubs &&
+sync/guard/policy.go ||| deleted file repaired (logout undone) ||| cur.St.State == agents.LoggedOut && ||| cur.St.State != agents.Valid &&
+sync/guard/policy.go ||| stub repaired over the side's own token ||| (cur.PrevMine && cur.PrevSum == src.Sum) ||| (cur.PrevSum == src.Sum)
+sync/guard/cred.go ||| swap ranking (beats) reversed ||| return ta > tb ||| return ta < tb
+sync/guard/cred.go ||| torn file ranked as a stub ||| case st.State == agents.Empty || st.State == agents.Invalid:\n\t\treturn tierTorn, st ||| case st.State == agents.Empty || st.State == agents.Invalid:\n\t\treturn tierStub, st
+sync/guard/cred.go ||| write-time re-check always true ||| return sha256.Sum256(trimJSON(now)) == cur.sum ||| return true
+sync/guard/cred.go ||| nothing ever stale ||| c.staleBefore = c.histN ||| _ = c.histN
+sync/guard/cred.go ||| write-backs not recorded ||| c.countWriteBack(a.Dst, now) ||| _ = now
+sync/guard/cred.go ||| rate limit never advances ||| c.hostAt.due = nextHostDue(c.g.limits(), c.hostAt.due, now) ||| _ = now
+sync/guard/cred.go ||| merges dropped ||| data := agents.Merge(c.format, src.data, cur.data) ||| data := src.data
+sync/guard/cred.go ||| dead host inode not reported ||| c.hostAt.dead = true\n\t\tc.reportDead()\n\tcase errors.Is(err, errReadOnly) ||| c.hostAt.dead = true\n\tcase errors.Is(err, errReadOnly)
+sync/guard/cred.go ||| held-back write never delivered ||| c.sync(anySide, onLimit) ||| _ = onLimit
+agents/formats.go ||| codex: one token is a logout ||| if access == "" && refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT ||| if access == "" || refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT
+agents/merge.go ||| merge: a duplicate key's first value wins ||| out[i].raw = raw ||| _ = i
+agents/claims.go ||| lifetime margin ignored ||| return now.Add(lifetime + claimMargin) ||| return now.Add(100 * lifetime + claimMargin)
+LIST
+)
+killed=0 total=0
+while IFS= read -r line; do
+	[ -z "$line" ] && continue
+	file=${line%% ||| *}; rest=${line#* ||| }
+	name=${rest%% ||| *}; rest=${rest#* ||| }
+	old=${rest%% ||| *}; new=${rest#* ||| }
+	[[ $name =~ $only ]] || continue
+	total=$((total + 1))
+	cp "$file" "$file.orig"
+	if ! OLD=$old NEW=$new perl -0777 -i -pe '
+		BEGIN { ($o, $n) = map { s/\\n/\n/g; s/\\t/\t/g; $_ } ($ENV{OLD}, $ENV{NEW}); }
+		$c = () = /\Q$o\E/g; die "matches $c times\n" if $c != 1; s/\Q$o\E/$n/;' "$file"; then
+		echo "BAD   $name ($file): the mutant does not apply"
+		mv "$file.orig" "$file"
+		continue
+	fi
+	pkg=./$(dirname "$file")
+	if go test -count=1 -failfast "$pkg" >/tmp/mutate.$$.log 2>&1; then
+		echo "ALIVE $name ($file)"
+	else
+		if grep -q "build failed\|\[setup failed\]" /tmp/mutate.$$.log; then
+			echo "BAD   $name ($file): does not build"
+		else
+			echo "KILLED $name"
+			killed=$((killed + 1))
+		fi
+	fi
+	mv "$file.orig" "$file"
+done <<<"$mutants"
+rm -f /tmp/mutate.$$.log
+echo "score: $killed of $total killed"
+[ "$killed" = "$total" ]
