@@ -50,6 +50,7 @@ type Guard struct {
 	creds []*cred
 	in    *inotify
 	done  chan struct{}
+	locks []*lockMirror // Claude Code's refresh locks, mirrored (lockmirror.go)
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
@@ -200,6 +201,9 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 	c.copyIn()
 	c.checkDead()
 	c.mu.Unlock()
+	if m := g.startLockMirror(c); m != nil {
+		g.locks = append(g.locks, m)
+	}
 	return c
 }
 
@@ -302,6 +306,9 @@ func (g *Guard) stopWatching() {
 func (g *Guard) Close() error {
 	g.stopWatching()
 	g.closeOnce.Do(func() {
+		for _, m := range g.locks {
+			m.close()
+		}
 		for _, c := range g.creds {
 			c.mu.Lock()
 			c.stop()
