@@ -7,7 +7,7 @@
 //
 //	go run ./bench                  # the full run docs/FIGURES.md quotes (about 4 minutes)
 //	go run ./bench --quick          # the same rows, smaller counts (under a minute)
-//	go run ./bench --only sync,idle # some rows: start,reap,sync,fanout,idle,size
+//	go run ./bench --only sync,idle # some rows: start,reap,sync,fanout,idle,size,logins
 //	go run ./bench --caw-init bin/caw-init   # measure a given binary instead of building one
 //
 // It needs root (namespaces and bind mounts), util-linux's unshare, Debian's
@@ -45,6 +45,9 @@ type config struct {
 	fanRounds int           // rounds per fan-out size
 	fanSizes  []int         // guards per fan-out run
 	idle      time.Duration // idle window
+
+	loginCycles int    // token expiry cycles of the logins scenario
+	traceDir    string // logins: keep the agents' traces and guards' logs here
 }
 
 func main() {
@@ -53,21 +56,29 @@ func main() {
 	}
 	quick := flag.Bool("quick", false, "small counts, finishes in under a minute (CI smoke run)")
 	cawInit := flag.String("caw-init", "", "use this caw-init binary instead of building ./cmd/caw-init")
-	only := flag.String("only", "", "comma-separated rows to run: start,reap,sync,fanout,idle,size (default all)")
+	only := flag.String("only", "", "comma-separated rows to run: start,reap,sync,fanout,idle,size,logins (default all)")
 	verbose := flag.Bool("v", false, "progress on stderr")
+	loginCycles := flag.Int("logins-cycles", 0, "token expiry cycles of the logins rows (default 500, --quick 5)")
+	traceDir := flag.String("logins-trace", "", "logins: keep the agents' traces and the guards' -vv logs in this directory")
 	flag.Parse()
-	if err := run(*quick, *cawInit, *only, *verbose); err != nil {
+	if err := run(*quick, *cawInit, *only, *verbose, *loginCycles, *traceDir); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(quick bool, cawInit, only string, verbose bool) error {
+func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceDir string) error {
 	cfg := &config{quick: quick, verbose: verbose,
-		startN: 1000, orphans: 10000, reapReps: 5, syncN: 1000, fanRounds: 200, fanSizes: []int{1, 8, 64}, idle: 60 * time.Second}
+		startN: 1000, orphans: 10000, reapReps: 5, syncN: 1000, fanRounds: 200, fanSizes: []int{1, 8, 64}, idle: 60 * time.Second,
+		loginCycles: 500}
 	if quick {
 		cfg.startN, cfg.orphans, cfg.reapReps, cfg.syncN, cfg.fanRounds, cfg.fanSizes, cfg.idle =
 			100, 1000, 1, 50, 10, []int{1, 8, 64}, 3*time.Second
+		cfg.loginCycles = 5
+	}
+	cfg.traceDir = traceDir
+	if loginCycles > 0 {
+		cfg.loginCycles = loginCycles
 	}
 	var err error
 	if cfg.self, err = os.Executable(); err != nil {
@@ -114,6 +125,7 @@ func run(quick bool, cawInit, only string, verbose bool) error {
 		{"fanout", true, benchFanout},
 		{"idle", true, benchIdle},
 		{"size", false, benchSize},
+		{"logins", true, benchLogins},
 	}
 	for _, s := range steps {
 		if len(want) > 0 && !want[s.name] {

@@ -50,6 +50,7 @@ func main() {
 	reqMin := fs.Duration("request-min", 50*time.Millisecond, "run: shortest pause between requests")
 	reqMax := fs.Duration("request-max", 150*time.Millisecond, "run: longest pause between requests")
 	report := fs.String("report", "", "run: write the counts here (default stdout)")
+	trace := fs.Bool("trace", false, "run: log every lock, refresh and reload on stderr")
 	_ = fs.Parse(os.Args[2:])
 	path := *file
 	if path == "" {
@@ -91,7 +92,7 @@ func main() {
 			fail(fmt.Errorf("run needs --socket (the token server's Unix socket)"))
 		}
 		run(fakeagent.RunConfig{Agent: *agent, File: path, Socket: *socket, Name: *name, Duration: *duration,
-			Margin: *margin, RequestMin: *reqMin, RequestMax: *reqMax}, *report)
+			Margin: *margin, RequestMin: *reqMin, RequestMax: *reqMax, Trace: *trace}, *report)
 	default:
 		fail(fmt.Errorf("unknown command %q (want show, refresh, await, wait or run)", cmd))
 	}

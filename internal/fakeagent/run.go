@@ -89,6 +89,8 @@ type RunConfig struct {
 	// proper-lockfile's retry defaults are seconds, scaled down like Margin.
 	LockRetryWait time.Duration
 	Logf          func(format string, args ...any)
+	// Trace logs every lock, refresh and reload with a timestamp.
+	Trace bool
 }
 
 // Report is what a run counted.
@@ -174,6 +176,13 @@ func Run(cfg RunConfig) (Report, error) {
 	return r.rep, nil
 }
 
+func (r *runner) trace(format string, args ...any) {
+	if r.cfg.Trace {
+		now := time.Now()
+		r.cfg.Logf("%d.%06d %s: "+format, append([]any{now.Unix() % 1000, now.Nanosecond() / 1000, r.cfg.Name}, args...)...)
+	}
+}
+
 // step is one request, with whatever refresh the agent does before it.
 func (r *runner) step() {
 	now := time.Now()
@@ -203,6 +212,7 @@ func (r *runner) step() {
 		r.endOutage(now)
 		return
 	}
+	r.trace("request failed (have %s)", short(r.cur.refresh))
 	r.rep.Failed++
 	if r.nfail == 0 {
 		r.outage = now
@@ -246,6 +256,7 @@ func (r *runner) reload(always bool) bool {
 	}
 	if !always {
 		r.rep.Reloads++
+		r.trace("reload %s", short(c.refresh))
 	}
 	r.cur = c
 	r.force = false
@@ -259,13 +270,15 @@ func (r *runner) refresh() {
 			r.rep.LockGiveUps++
 			return
 		}
-		defer unlock()
+		defer func() { unlock(); r.trace("unlock") }()
+		r.trace("locked")
 	}
 	if r.b.CompareOnDisk {
 		if c, err := readCreds(r.cfg.Agent, r.cfg.File); err == nil && c.refresh != "" && c.refresh != r.cur.refresh {
 			r.cur = c
 			r.force = false
 			r.rep.Adopted++
+			r.trace("adopt %s", short(c.refresh))
 			if fi, err := os.Stat(r.cfg.File); err == nil {
 				r.mtime = fi.ModTime()
 				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
@@ -276,6 +289,7 @@ func (r *runner) refresh() {
 		}
 	}
 	r.rep.Refreshes++
+	r.trace("refresh %s", short(r.cur.refresh))
 	t, err := r.cl.Refresh(r.cur.refresh)
 	var ig *tokenserver.ErrInvalidGrant
 	switch {
@@ -296,7 +310,15 @@ func (r *runner) refresh() {
 		r.cur = creds{access: t.Access, refresh: t.Refresh, expires: time.Now().Add(time.Duration(t.ExpiresIn) * time.Second)}
 		r.force = false
 		r.write(r.cur)
+		r.trace("wrote %s", short(t.Refresh))
 	}
+}
+
+func short(tok string) string {
+	if len(tok) > 8 {
+		return tok[:8]
+	}
+	return tok
 }
 
 // write stores c the agent's way and notes the file's new mtime as its own.
@@ -387,6 +409,7 @@ func (r *runner) lockOne(p string) bool {
 			continue
 		}
 		r.rep.LockWaits++
+		r.trace("lock busy %s", filepath.Base(p))
 		if try >= r.b.LockRetries {
 			return false
 		}

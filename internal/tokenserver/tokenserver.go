@@ -76,6 +76,7 @@ func (c *Counts) add(o Counts) {
 type refreshToken struct {
 	family int
 	used   bool
+	first  time.Time // when its first use arrived
 }
 
 type accessToken struct {
@@ -97,6 +98,7 @@ type Server struct {
 	families int
 	head     map[int]string // a family's newest refresh token
 	counts   map[string]*Counts
+	gaps     []time.Duration
 }
 
 // Start listens on the Unix socket path (mode 0666, so container users can
@@ -182,6 +184,15 @@ func (s *Server) Revoked(anyRefresh string) bool {
 	return ok && s.revoked[r.family]
 }
 
+// ReuseGaps lists, for every reuse of a refresh token, how long after the
+// token's first use it arrived: a collision closer than an agent's lock can
+// be seen is one no lock mirroring can prevent.
+func (s *Server) ReuseGaps() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Duration(nil), s.gaps...)
+}
+
 // Counts returns the counts per caller (X-Agent header, "" for none).
 func (s *Server) Counts() map[string]Counts {
 	s.mu.Lock()
@@ -226,6 +237,16 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt := r.PostForm.Get("refresh_token")
+	arrived := s.cfg.Now()
+	s.mu.Lock()
+	if tok, ok := s.refresh[rt]; ok {
+		if tok.first.IsZero() {
+			tok.first = arrived
+		} else {
+			s.gaps = append(s.gaps, arrived.Sub(tok.first))
+		}
+	}
+	s.mu.Unlock()
 	// The round trip: the old token stays usable by others meanwhile, which
 	// is the window collisions happen in.
 	time.Sleep(s.delay())
