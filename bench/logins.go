@@ -16,6 +16,7 @@ import (
 	"github.com/caw-dev/caw/bench/harness"
 	"github.com/caw-dev/caw/internal/fakeagent"
 	"github.com/caw-dev/caw/internal/tokenserver"
+	"github.com/caw-dev/caw/manifest"
 )
 
 // The logins scenario (issue 12): one Claude login used at once by the
@@ -23,6 +24,7 @@ import (
 // with single-use rotating refresh tokens. It counts what a person feels:
 // refresh collisions (invalid_grant), logouts, lost logins.
 type loginScenario struct {
+	agent      string // fakeagent.Claude or fakeagent.Codex
 	containers int
 	lifetime   time.Duration // access-token lifetime
 	margin     time.Duration // agents refresh this long before expiry
@@ -42,12 +44,27 @@ type loginMode struct {
 	mirror bool // caw with lock mirroring
 }
 
-var loginModes = []loginMode{
-	{name: "one agent alone (the floor)", how: "alone"},
-	{name: "all agents on one config dir", how: "shared"},
-	{name: "plain copies, no caw", how: "copies"},
-	{name: "caw, lock mirroring off", how: "caw"},
-	{name: "caw with lock mirroring", how: "caw", mirror: true},
+var loginModes = map[string][]loginMode{
+	fakeagent.Claude: {
+		{name: "one agent alone (the floor)", how: "alone"},
+		{name: "all agents on one config dir", how: "shared"},
+		{name: "plain copies, no caw", how: "copies"},
+		{name: "caw, lock mirroring off", how: "caw"},
+		{name: "caw with lock mirroring", how: "caw", mirror: true},
+	},
+	// Codex takes no cross-process lock: nothing to mirror.
+	fakeagent.Codex: {
+		{name: "one agent alone (the floor)", how: "alone"},
+		{name: "all agents on one auth.json", how: "shared"},
+		{name: "plain copies, no caw", how: "copies"},
+		{name: "caw (bind)", how: "caw"},
+	},
+}
+
+// credPath is where each agent keeps its login under a home.
+var credPath = map[string]string{
+	fakeagent.Claude: ".claude/.credentials.json",
+	fakeagent.Codex:  ".codex/auth.json",
 }
 
 // loginResult is one mode's counts.
@@ -75,30 +92,42 @@ func (r loginResult) perCycle() float64 {
 	return float64(r.server.Refreshes) / float64(r.server.Granted)
 }
 
-// benchLogins runs every mode in turn.
+// benchLogins runs every mode of every agent in turn.
 func benchLogins(cfg *config, t *Table) error {
 	if cfg.cawInit == "" {
 		return nil
 	}
-	agent, err := buildStatic(cfg.tmp, "fake-agent", "github.com/caw-dev/caw/cmd/fake-agent")
+	bin, err := buildStatic(cfg.tmp, "fake-agent", "github.com/caw-dev/caw/cmd/fake-agent")
 	if err != nil {
 		return err
 	}
-	sc := loginScenario{containers: 4, lifetime: 2 * time.Second, margin: 600 * time.Millisecond,
-		cycles: cfg.loginCycles, reqMin: 50 * time.Millisecond, reqMax: 150 * time.Millisecond, traceDir: cfg.traceDir}
+	for _, agent := range []string{fakeagent.Claude, fakeagent.Codex} {
+		sc := loginScenario{agent: agent, containers: 4, lifetime: 2 * time.Second, margin: 600 * time.Millisecond,
+			cycles: cfg.loginCycles, reqMin: 50 * time.Millisecond, reqMax: 150 * time.Millisecond, traceDir: cfg.traceDir}
+		if agent == fakeagent.Codex {
+			// Codex refreshes once the JWT has expired (exp in seconds).
+			sc.margin = 0
+			sc.cycles = min(sc.cycles, 100)
+		}
+		benchLoginsOf(cfg, t, bin, sc)
+	}
+	return nil
+}
+
+func benchLoginsOf(cfg *config, t *Table, bin string, sc loginScenario) {
 	var floor float64
-	for i, m := range loginModes {
-		cfg.logf("logins: %s ...", m.name)
+	for i, m := range loginModes[sc.agent] {
+		cfg.logf("logins: %s: %s ...", sc.agent, m.name)
 		msc := sc
 		if !m.mirror {
 			// The baselines settle within 100 cycles; the goal is
 			// measured over the whole run.
 			msc.cycles = min(sc.cycles, 100)
 		}
-		r, err := runLogins(cfg, agent, filepath.Join(cfg.tmp, fmt.Sprintf("logins%d", i)), msc, m)
+		r, err := runLogins(cfg, bin, filepath.Join(cfg.tmp, fmt.Sprintf("logins-%s%d", sc.agent, i)), msc, m)
 		row := Row{Subject: m.name}
 		if i == 0 {
-			row.Measure = fmt.Sprintf("logins: host + %d containers, %v tokens", sc.containers, sc.lifetime)
+			row.Measure = fmt.Sprintf("logins (%s): host + %d containers, %v tokens", sc.agent, sc.containers, sc.lifetime)
 		}
 		if err != nil {
 			row.Goal = "FAILED: " + err.Error()
@@ -116,21 +145,20 @@ func benchLogins(cfg *config, t *Table) error {
 			row.Goal = verdict("0 logouts, <= 1.05 refr/cycle", r.episodes == 0 && r.perCycle() <= 1.05)
 		}
 		t.Add(row)
-		t.Note("logins, %s: %d agents, %v: %d refreshes for %d new tokens, %d invalid_grant, %d logged-out stubs, "+
+		t.Note("logins (%s), %s: %d agents, %v: %d refreshes for %d new tokens, %d invalid_grant, %d logged-out stubs, "+
 			"%d logouts (%.1f s logged out in all, longest %.2f s), %d refreshes given up for want of the lock, "+
 			"%d agents logged out at the end, login lost: %v%s",
-			m.name, r.agents, r.duration.Round(time.Second), r.server.Refreshes, r.server.Granted, r.invalidGrants, r.stubs,
+			sc.agent, m.name, r.agents, r.duration.Round(time.Second), r.server.Refreshes, r.server.Granted, r.invalidGrants, r.stubs,
 			r.episodes, r.loggedOut.Seconds(), r.longest.Seconds(), r.lockGiveUps, r.endLoggedOut, r.lost,
 			map[bool]string{true: " (family revoked)", false: ""}[r.revoked])
 		if len(r.gaps) > 0 && m.how == "caw" {
-			t.Note("logins, %s: the colliding refresh arrived %s after the winner's (median; min %s, max %s)",
-				m.name, fmtDur(r.gaps.Median()), fmtDur(r.gaps.Quantile(0)), fmtDur(r.gaps.Max()))
+			t.Note("logins (%s), %s: the colliding refresh arrived %s after the winner's (median; min %s, max %s)",
+				sc.agent, m.name, fmtDur(r.gaps.Median()), fmtDur(r.gaps.Quantile(0)), fmtDur(r.gaps.Max()))
 		}
 	}
-	t.Note("logins: claude agents (internal/fakeagent Behaviours), a request every %v-%v, refresh %v before expiry, "+
+	t.Note("logins (%s): agents as in internal/fakeagent Behaviours, a request every %v-%v, refresh %v before expiry, "+
 		"refresh round trip 40-160 ms; refr/cycle = refresh calls per new token; a logout = an agent without a usable token for 2 requests or more",
-		sc.reqMin, sc.reqMax, sc.margin)
-	return nil
+		sc.agent, sc.reqMin, sc.reqMax, sc.margin)
 }
 
 // buildStatic builds a static binary of pkg into dir.
@@ -170,6 +198,9 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 	if err != nil {
 		return res, err
 	}
+	if sc.agent != fakeagent.Claude {
+		host.File = filepath.Join(host.Home, credPath[sc.agent])
+	}
 	// The host's agent runs as the host user and takes its legacy lock
 	// beside its config dir.
 	if err := os.Chown(host.Home, hostUID, hostGID); err != nil {
@@ -177,7 +208,7 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 	}
 	first := srv.Issue()
 	writeLogin := func(file string, uid, gid int) error {
-		data, err := fakeagent.TokensContent(fakeagent.Claude, first.Access, first.Refresh, first.Expires, file)
+		data, err := fakeagent.TokensContent(sc.agent, first.Access, first.Refresh, first.Expires, file)
 		if err != nil {
 			return err
 		}
@@ -198,8 +229,12 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 		return res, err
 	}
 	duration := time.Duration(sc.cycles) * (sc.lifetime - sc.margin)
+	if sc.agent == fakeagent.Codex {
+		// Codex's JWT exp is in whole seconds: a token lives 1-2 s.
+		duration = time.Duration(sc.cycles) * (sc.lifetime - 500*time.Millisecond)
+	}
 	argv := func(name, file string) []string {
-		return []string{agentBin, "run", "--agent", fakeagent.Claude, "--file", file, "--socket", srv.Path(),
+		return []string{agentBin, "run", "--agent", sc.agent, "--file", file, "--socket", srv.Path(),
 			"--name", name, "--duration", duration.String(), "--margin", sc.margin.String(),
 			"--request-min", sc.reqMin.String(), "--request-max", sc.reqMax.String(),
 			"--report", filepath.Join(reports, name+".json"), fmt.Sprintf("--trace=%v", sc.traceDir != "")}
@@ -220,7 +255,7 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 		cmd := exec.Command(a[0], a[1:]...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 		if sc.traceDir != "" {
-			f, err := os.Create(filepath.Join(sc.traceDir, fmt.Sprintf("%s%v-%s.log", m.how, m.mirror, name)))
+			f, err := os.Create(filepath.Join(sc.traceDir, fmt.Sprintf("%s-%s%v-%s.log", sc.agent, m.how, m.mirror, name)))
 			if err != nil {
 				return err
 			}
@@ -251,7 +286,7 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 	for _, name := range names[1:] {
 		switch m.how {
 		case "copies":
-			file := filepath.Join(dir, name, ".claude", ".credentials.json")
+			file := filepath.Join(dir, name, credPath[sc.agent])
 			if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
 				return res, err
 			}
@@ -277,7 +312,13 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 				}
 				return append(a, argv(name, c.HomeFile)...)
 			}}
-			c, err := harness.Start(filepath.Join(dir, name), host, spec, 30*time.Second)
+			var c *harness.Container
+			var err error
+			if sc.agent == fakeagent.Claude {
+				c, err = harness.Start(filepath.Join(dir, name), host, spec, 30*time.Second)
+			} else if c, err = prepareBind(filepath.Join(dir, name), host, sc.agent); err == nil {
+				err = c.Start(spec, 30*time.Second)
+			}
 			if err != nil {
 				return res, fmt.Errorf("%s: %w", name, err)
 			}
@@ -312,7 +353,7 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 	res.duration = time.Since(begin)
 	if sc.traceDir != "" {
 		for i, c := range cs {
-			_ = os.WriteFile(filepath.Join(sc.traceDir, fmt.Sprintf("%s%v-c%d.log", m.how, m.mirror, i+1)), []byte(c.Stderr()), 0o644)
+			_ = os.WriteFile(filepath.Join(sc.traceDir, fmt.Sprintf("%s-%s%v-c%d.log", sc.agent, m.how, m.mirror, i+1)), []byte(c.Stderr()), 0o644)
 		}
 	}
 	var files []string
@@ -322,7 +363,7 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 	}
 	for _, name := range names {
 		if m.how == "copies" && name != "host" {
-			files = append(files, filepath.Join(dir, name, ".claude", ".credentials.json"))
+			files = append(files, filepath.Join(dir, name, credPath[sc.agent]))
 		}
 	}
 	for _, name := range names {
@@ -359,4 +400,51 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 		return res, errors.New("missing reports")
 	}
 	return res, nil
+}
+
+// prepareBind lays out a container whose agent's credential is a single
+// bind-mounted file (Codex's default strategy), as harness.Prepare does for
+// Claude Code's.
+func prepareBind(dir string, host *harness.Host, agent string) (*harness.Container, error) {
+	c := &harness.Container{Dir: dir, Host: host, Strategy: harness.Bind, UID: 1000, GID: 1000}
+	c.Staging = filepath.Join(dir, "staging")
+	c.Home = filepath.Join(dir, "home")
+	c.HomeFile = filepath.Join(c.Home, credPath[agent])
+	src := agent + "/auth.json"
+	m := &manifest.Manifest{
+		Version: manifest.Version, CreatedAt: "2026-11-30T00:00:00+00:00",
+		HostHome: host.Home, ContainerHome: c.Home, MountPoint: c.Staging,
+		Agents: map[string]manifest.Agent{agent: {Files: []manifest.File{{
+			Src: src, ContainerTarget: credPath[agent], HostOriginal: credPath[agent],
+			Type: manifest.TypeCredential, Strategy: harness.Bind, Mode: "0600",
+		}}}},
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(c.Staging, agent), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(c.Staging, manifest.FileName), data, 0o644); err != nil {
+		return nil, err
+	}
+	c.Mounted = filepath.Join(c.Staging, src)
+	c.MountSrc, c.MountDst = host.File, c.Mounted
+	if err := os.WriteFile(c.MountDst, nil, 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.Home, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(c.Home, c.UID, c.GID); err != nil {
+		return nil, err
+	}
+	c.Passwd, c.Group = filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::%s:/bin/sh\n", harness.User, c.UID, c.GID, c.Home)
+	group := fmt.Sprintf("root:x:0:\n%s:x:%d:\n", harness.User, c.GID)
+	if err := os.WriteFile(c.Passwd, []byte(passwd), 0o644); err != nil {
+		return nil, err
+	}
+	return c, os.WriteFile(c.Group, []byte(group), 0o644)
 }

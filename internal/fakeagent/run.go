@@ -67,7 +67,8 @@ var Behaviours = map[string]Behaviour{
 		Agent: Codex, Margin: 0, RereadOn401: true, Write: InPlace,
 		Sources: "openai/codex codex-rs/login (auth manager and storage): refresh when the access JWT's exp has " +
 			"passed; on a 401 reload auth.json and skip the refresh when it changed; in-process lock only; " +
-			"refresh_token_reused is reported, the file is left as it is; auth.json written in place, 0600",
+			"refresh_token_reused is reported, the file is left as it is (the fake does not retry a refused token; " +
+			"not verified in the source); auth.json written in place, 0600",
 	},
 }
 
@@ -127,7 +128,8 @@ type runner struct {
 	cur    creds
 	mtime  time.Time
 	ino    uint64
-	force  bool // a 401 asks for a refresh
+	force  bool   // a 401 asks for a refresh
+	failed string // a refresh token the server refused: not tried again
 	rep    Report
 	outage time.Time // start of the current run of failed requests
 	nfail  int
@@ -189,7 +191,7 @@ func (r *runner) step() {
 	if r.b.ReloadOnMtime {
 		r.reload(false)
 	}
-	if r.cur.refresh != "" && (r.force || !now.Add(r.b.Margin).Before(r.cur.expires)) {
+	if r.cur.refresh != "" && r.cur.refresh != r.failed && (r.force || !now.Add(r.b.Margin).Before(r.cur.expires)) {
 		r.refresh()
 	}
 	r.rep.Requests++
@@ -301,7 +303,10 @@ func (r *runner) refresh() {
 			r.cur = creds{}
 			r.write(r.cur)
 		} else {
-			// Codex reports the error and keeps its state.
+			// Codex reports the error and keeps its state; it does not
+			// try a refused refresh token again (only a changed file,
+			// read on a 401, gives it a new one).
+			r.failed = r.cur.refresh
 			r.force = false
 		}
 	case err != nil:

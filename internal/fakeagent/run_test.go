@@ -100,3 +100,24 @@ func TestRunSharedFile(t *testing.T) {
 		t.Fatalf("shared: %+v, server %+v", reps, c)
 	}
 }
+
+// TestRunCodexShared: Codex agents on one auth.json take no cross-process
+// lock, so they collide when the JWT expires; a loser keeps the old token,
+// and on the 401 re-reads the file and adopts the winner's token.
+func TestRunCodexShared(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "a", ".codex", "auth.json")
+	s := login(t, Codex, 2*time.Second, f)
+	reps := runAll(t, s, Codex, 5*time.Second, f, f, f)
+	c := s.Total("")
+	reloads := 0
+	for _, r := range reps {
+		reloads += r.Reloads
+		if r.FinalLoggedOut {
+			t.Fatalf("a codex agent ended logged out: %+v", r)
+		}
+	}
+	if c.Granted < 2 || reloads == 0 {
+		t.Fatalf("codex shared: %+v, server %+v", reps, c)
+	}
+	t.Logf("codex shared: %d refreshes for %d tokens, %d reloads", c.Refreshes, c.Granted, reloads)
+}
