@@ -228,3 +228,59 @@ func TestRealLockMirrorStopped(t *testing.T) {
 		t.Fatal("the host mirror outlived the stopped container")
 	}
 }
+
+// TestRealLockMirrorLatency measures the window mirroring leaves open: from
+// a container agent's mkdir until the host's lock exists (one guard), and
+// until every other container's home has it (two guards). Two agents that
+// lock within this window both refresh. It logs the figures; it fails only
+// if a mirror takes longer than a second.
+func TestRealLockMirrorLatency(t *testing.T) {
+	r := newLockRig(t, 4)
+	dirs := []string{filepath.Dir(r.hostLock())}
+	for _, c := range r.cs[1:] {
+		dirs = append(dirs, filepath.Dir(homeLock(c)))
+	}
+	w, err := harness.NewWatch(syscall.IN_CREATE|syscall.IN_DELETE, dirs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var toHost, toAll Sample
+	for range 50 {
+		w.Drain()
+		begin := time.Now()
+		if err := os.Mkdir(homeLock(r.cs[0]), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		var host time.Duration
+		err := w.Until(begin.Add(time.Second), func() bool {
+			if host == 0 && isDir(r.hostLock()) {
+				host = time.Since(begin)
+			}
+			for _, c := range r.cs[1:] {
+				if !isDir(homeLock(c)) {
+					return false
+				}
+			}
+			return host != 0
+		})
+		if err != nil {
+			t.Fatalf("mirrors not all there after a second: %v", err)
+		}
+		toHost, toAll = append(toHost, host), append(toAll, time.Since(begin))
+		os.Remove(homeLock(r.cs[0]))
+		err = w.Until(time.Now().Add(time.Second), func() bool {
+			for _, c := range r.cs {
+				if isDir(homeLock(c)) {
+					return false
+				}
+			}
+			return !isDir(r.hostLock())
+		})
+		if err != nil {
+			t.Fatalf("mirrors not all gone after a second: %v", err)
+		}
+	}
+	t.Logf("mkdir in one home until the host has the lock: median %s, max %s; until 3 other homes have it: median %s, max %s",
+		fmtDur(toHost.Median()), fmtDur(toHost.Max()), fmtDur(toAll.Median()), fmtDur(toAll.Max()))
+}
