@@ -147,6 +147,19 @@ func decideLock(st lockState, obs [2]lockObs, now time.Time, stale time.Duration
 		}
 		return st, nil, ""
 	}
+	var dead []lockStep
+	for _, s := range []side{home, host} {
+		if obs[s].exists && isStale(obs[s].mtime) {
+			// Left by a holder that died before this guard knew of it
+			// (a container killed while it mirrored its lock): removed
+			// by proper-lockfile's own rule, so the other side's lock
+			// can be mirrored here.
+			dead = append(dead, lockStep{actRemoveOrigin, s})
+		}
+	}
+	if len(dead) > 0 {
+		return st, dead, "a stale refresh lock (its owner died) was removed"
+	}
 	if obs[home].exists == obs[host].exists {
 		// Neither side locked, or both (their agents took them at the same
 		// instant, or a mirror of ours was taken over): nothing to mirror.
@@ -156,7 +169,7 @@ func decideLock(st lockState, obs [2]lockObs, now time.Time, stale time.Duration
 	if obs[home].exists {
 		o = home
 	}
-	if obs[o].ino == st.abandoned[o] || isStale(obs[o].mtime) {
+	if obs[o].ino == st.abandoned[o] {
 		return st, nil, ""
 	}
 	if o == home && st.budget < stale/lockRefill {
