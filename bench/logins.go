@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -101,7 +102,11 @@ func benchLogins(cfg *config, t *Table) error {
 	if err != nil {
 		return err
 	}
-	for _, agent := range []string{fakeagent.Claude, fakeagent.Codex} {
+	for _, agent := range strings.Split(cfg.loginAgents, ",") {
+		agent = strings.TrimSpace(agent)
+		if _, ok := loginModes[agent]; !ok {
+			return fmt.Errorf("--logins-agents: unknown agent %q (want claude, codex)", agent)
+		}
 		sc := loginScenario{agent: agent, containers: 4, lifetime: 2 * time.Second, margin: 600 * time.Millisecond,
 			cycles: cfg.loginCycles, reqMin: 50 * time.Millisecond, reqMax: 150 * time.Millisecond, traceDir: cfg.traceDir}
 		if agent == fakeagent.Codex {

@@ -48,6 +48,7 @@ type config struct {
 
 	loginCycles int    // token expiry cycles of the logins scenario
 	traceDir    string // logins: keep the agents' traces and guards' logs here
+	loginAgents string // logins: which agents, comma-separated
 }
 
 func main() {
@@ -60,14 +61,15 @@ func main() {
 	verbose := flag.Bool("v", false, "progress on stderr")
 	loginCycles := flag.Int("logins-cycles", 0, "token expiry cycles of the logins rows (default 500, --quick 5)")
 	traceDir := flag.String("logins-trace", "", "logins: keep the agents' traces and the guards' -vv logs in this directory")
+	loginAgents := flag.String("logins-agents", "claude,codex", "logins: the agents to run")
 	flag.Parse()
-	if err := run(*quick, *cawInit, *only, *verbose, *loginCycles, *traceDir); err != nil {
+	if err := run(*quick, *cawInit, *only, *verbose, *loginCycles, *traceDir, *loginAgents); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceDir string) error {
+func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceDir, loginAgents string) error {
 	cfg := &config{quick: quick, verbose: verbose,
 		startN: 1000, orphans: 10000, reapReps: 5, syncN: 1000, fanRounds: 200, fanSizes: []int{1, 8, 64}, idle: 60 * time.Second,
 		loginCycles: 500}
@@ -76,7 +78,7 @@ func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceD
 			100, 1000, 1, 50, 10, []int{1, 8, 64}, 3*time.Second
 		cfg.loginCycles = 5
 	}
-	cfg.traceDir = traceDir
+	cfg.traceDir, cfg.loginAgents = traceDir, loginAgents
 	if loginCycles > 0 {
 		cfg.loginCycles = loginCycles
 	}
