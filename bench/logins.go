@@ -233,11 +233,14 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 	if err := writeLogin(host.File, hostUID, hostGID); err != nil {
 		return res, err
 	}
-	duration := time.Duration(sc.cycles) * (sc.lifetime - sc.margin)
+	// A cycle: the token's life before the margin, then the wait for the
+	// next request (100 ms on average) and the refresh (100 ms).
+	cycle := sc.lifetime - sc.margin + 200*time.Millisecond
 	if sc.agent == fakeagent.Codex {
 		// Codex's JWT exp is in whole seconds: a token lives 1-2 s.
-		duration = time.Duration(sc.cycles) * (sc.lifetime - 500*time.Millisecond)
+		cycle = sc.lifetime - 500*time.Millisecond + 200*time.Millisecond
 	}
+	duration := time.Duration(sc.cycles) * cycle
 	argv := func(name, file string) []string {
 		return []string{agentBin, "run", "--agent", sc.agent, "--file", file, "--socket", srv.Path(),
 			"--name", name, "--duration", duration.String(), "--margin", sc.margin.String(),
