@@ -4,9 +4,14 @@
 // original caw's (inotifywait + md5sum + cp) and a bare inotify copier (the
 // floor), fan-out to 64 guards, an idle caw-init's CPU, memory and wake-ups,
 // and binary sizes. Every row is measured in the same run as its peers.
+// The logins rows (one login used by the host's agent and four containers'
+// against a fake token server: refresh collisions and logouts, with and
+// without caw) take about 35 minutes, so the full run leaves them out unless
+// asked for by name.
 //
 //	go run ./bench                  # the full run docs/FIGURES.md quotes (about 4 minutes)
-//	go run ./bench --quick          # the same rows, smaller counts (under a minute)
+//	go run ./bench --quick          # the same rows and the logins rows, smaller counts (about 2 minutes)
+//	go run ./bench --only logins    # the logins rows of docs/FIGURES.md (about 35 minutes)
 //	go run ./bench --only sync,idle # some rows: start,reap,sync,fanout,idle,size,logins
 //	go run ./bench --caw-init bin/caw-init   # measure a given binary instead of building one
 //
@@ -131,6 +136,10 @@ func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceD
 	}
 	for _, s := range steps {
 		if len(want) > 0 && !want[s.name] {
+			continue
+		}
+		if s.name == "logins" && len(want) == 0 && !quick {
+			t.Note("logins rows skipped (about 35 minutes): go run ./bench --only logins")
 			continue
 		}
 		if s.root && os.Geteuid() != 0 {
