@@ -15,7 +15,8 @@
 // descriptor-checked *at primitives (read it to trust the guard against a
 // hostile user; a bind-dir host directory, which the user may be able to
 // write too, uses the same ones); host.go writes the host side crash-safe;
-// inotify.go is the event source; cred.go the sync rules.
+// inotify.go is the event source; cred.go the sync rules; lockmirror.go
+// mirrors Claude Code's refresh lock directory between home and host.
 package guard
 
 import (
