@@ -53,19 +53,26 @@ var loginModes = map[string][]loginMode{
 		{name: "caw, lock mirroring off", how: "caw"},
 		{name: "caw with lock mirroring", how: "caw", mirror: true},
 	},
-	// Codex takes no cross-process lock: nothing to mirror.
-	fakeagent.Codex: {
-		{name: "one agent alone (the floor)", how: "alone"},
-		{name: "all agents on one auth.json", how: "shared"},
-		{name: "plain copies, no caw", how: "copies"},
-		{name: "caw (bind)", how: "caw"},
-	},
+	// Codex, Gemini CLI and opencode take no cross-process lock: nothing
+	// to mirror.
+	fakeagent.Codex:    noLockModes,
+	fakeagent.Gemini:   noLockModes,
+	fakeagent.Opencode: noLockModes,
+}
+
+var noLockModes = []loginMode{
+	{name: "one agent alone (the floor)", how: "alone"},
+	{name: "all agents on one file", how: "shared"},
+	{name: "plain copies, no caw", how: "copies"},
+	{name: "caw (bind)", how: "caw"},
 }
 
 // credPath is where each agent keeps its login under a home.
 var credPath = map[string]string{
-	fakeagent.Claude: ".claude/.credentials.json",
-	fakeagent.Codex:  ".codex/auth.json",
+	fakeagent.Claude:   ".claude/.credentials.json",
+	fakeagent.Codex:    ".codex/auth.json",
+	fakeagent.Gemini:   ".gemini/oauth_creds.json",
+	fakeagent.Opencode: ".local/share/opencode/auth.json",
 }
 
 // loginResult is one mode's counts.
@@ -105,13 +112,18 @@ func benchLogins(cfg *config, t *Table) error {
 	for _, agent := range strings.Split(cfg.loginAgents, ",") {
 		agent = strings.TrimSpace(agent)
 		if _, ok := loginModes[agent]; !ok {
-			return fmt.Errorf("--logins-agents: unknown agent %q (want claude, codex)", agent)
+			return fmt.Errorf("--logins-agents: unknown agent %q (want claude, codex, gemini, opencode)", agent)
 		}
 		sc := loginScenario{agent: agent, containers: 4, lifetime: 2 * time.Second, margin: 600 * time.Millisecond,
 			cycles: cfg.loginCycles, reqMin: 50 * time.Millisecond, reqMax: 150 * time.Millisecond, traceDir: cfg.traceDir}
-		if agent == fakeagent.Codex {
-			// Codex refreshes once the JWT has expired (exp in seconds).
+		if agent != fakeagent.Claude {
+			// Their own margins: Codex and opencode refresh once the
+			// token has expired, Gemini CLI's library 5 minutes before:
+			// scaled like Claude Code's.
 			sc.margin = 0
+			if agent == fakeagent.Gemini {
+				sc.margin = 600 * time.Millisecond
+			}
 			sc.cycles = min(sc.cycles, 100)
 		}
 		benchLoginsOf(cfg, t, bin, sc)
@@ -212,7 +224,10 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 		return res, err
 	}
 	first := srv.Issue()
-	writeLogin := func(file string, uid, gid int) error {
+	// writeLogin writes the first tokens to home/credPath, the file and
+	// every directory from home down owned by the agent's user.
+	writeLogin := func(home string, uid, gid int) error {
+		file := filepath.Join(home, credPath[sc.agent])
 		data, err := fakeagent.TokensContent(sc.agent, first.Access, first.Refresh, first.Expires, file)
 		if err != nil {
 			return err
@@ -223,14 +238,16 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 		if err := os.WriteFile(file, data, 0o600); err != nil {
 			return err
 		}
-		for _, p := range []string{file, filepath.Dir(file), filepath.Dir(filepath.Dir(file))} {
+		for p := file; ; p = filepath.Dir(p) {
 			if err := os.Chown(p, uid, gid); err != nil {
 				return err
 			}
+			if p == home {
+				return nil
+			}
 		}
-		return nil
 	}
-	if err := writeLogin(host.File, hostUID, hostGID); err != nil {
+	if err := writeLogin(host.Home, hostUID, hostGID); err != nil {
 		return res, err
 	}
 	// A cycle: the token's life before the margin, then the wait for the
@@ -298,7 +315,7 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 			if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
 				return res, err
 			}
-			if err := writeLogin(file, 1000, 1000); err != nil {
+			if err := writeLogin(filepath.Join(dir, name), 1000, 1000); err != nil {
 				return res, err
 			}
 			if err := startProc(name, file, 1000, 1000); err != nil {
@@ -418,7 +435,7 @@ func prepareBind(dir string, host *harness.Host, agent string) (*harness.Contain
 	c.Staging = filepath.Join(dir, "staging")
 	c.Home = filepath.Join(dir, "home")
 	c.HomeFile = filepath.Join(c.Home, credPath[agent])
-	src := agent + "/auth.json"
+	src := agent + "/" + filepath.Base(credPath[agent])
 	m := &manifest.Manifest{
 		Version: manifest.Version, CreatedAt: "2026-11-30T00:00:00+00:00",
 		HostHome: host.Home, ContainerHome: c.Home, MountPoint: c.Staging,

@@ -66,7 +66,7 @@ func main() {
 	verbose := flag.Bool("v", false, "progress on stderr")
 	loginCycles := flag.Int("logins-cycles", 0, "token expiry cycles of the logins rows (default 500, --quick 5)")
 	traceDir := flag.String("logins-trace", "", "logins: keep the agents' traces and the guards' -vv logs in this directory")
-	loginAgents := flag.String("logins-agents", "claude,codex", "logins: the agents to run")
+	loginAgents := flag.String("logins-agents", "claude,codex,gemini,opencode", "logins: the agents to run")
 	flag.Parse()
 	if err := run(*quick, *cawInit, *only, *verbose, *loginCycles, *traceDir, *loginAgents); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

@@ -42,6 +42,8 @@ type Behaviour struct {
 	RereadOn401 bool
 	// ReloadOnMtime: re-read the file whenever its mtime changes.
 	ReloadOnMtime bool
+	// ReadEachRequest: read the file afresh before every request.
+	ReadEachRequest bool
 	// Write: Rename (temp file + rename, in place when the rename fails with
 	// EBUSY/EXDEV/EPERM/EEXIST) or InPlace (truncate + write, 0600).
 	Write string
@@ -62,6 +64,19 @@ var Behaviours = map[string]Behaviour{
 			"on the stored refresh token and the logged-out stub on invalid_grant (caw's notes/agents.md, from the " +
 			"shipped npm code up to 2.1.332); temp + rename from 2.1.118, in-place fallback from 2.1.119, reload on " +
 			"mtime (agent-of-empires 3834)",
+	},
+	Gemini: {
+		Agent: Gemini, Margin: 5 * time.Minute, Write: InPlace,
+		Sources: "google-gemini/gemini-cli with google-auth-library: OAuth2Client refreshes eagerly 5 min before " +
+			"expiry_date (eagerRefreshThresholdMillis default), the CLI writes oauth_creds.json in place with " +
+			"fs.writeFile (mode 0600) when the library emits new tokens; no cross-process lock; the file is read at " +
+			"start-up only; a refused refresh is an error, the file is left as it is (caw's notes/agents.md)",
+	},
+	Opencode: {
+		Agent: Opencode, Margin: 0, ReadEachRequest: true, Write: InPlace,
+		Sources: "sst/opencode packages/opencode/src/auth: auth.json read on every Auth.get, rewritten whole in " +
+			"place (0600), no cross-process lock (opencode 37059, 28234); its Anthropic OAuth refreshes when " +
+			"expires < now; a refused refresh is an error, the file is left as it is",
 	},
 	Codex: {
 		Agent: Codex, Margin: 0, RereadOn401: true, Write: InPlace,
@@ -130,6 +145,7 @@ type runner struct {
 	ino    uint64
 	force  bool   // a 401 asks for a refresh
 	failed string // a refresh token the server refused: not tried again
+	loaded bool   // the file was read once
 	rep    Report
 	outage time.Time // start of the current run of failed requests
 	nfail  int
@@ -139,7 +155,7 @@ type runner struct {
 func Run(cfg RunConfig) (Report, error) {
 	b, ok := Behaviours[cfg.Agent]
 	if !ok {
-		return Report{}, fmt.Errorf("unknown agent %q (want %s or %s)", cfg.Agent, Claude, Codex)
+		return Report{}, fmt.Errorf("unknown agent %q (want %s, %s, %s or %s)", cfg.Agent, Claude, Codex, Gemini, Opencode)
 	}
 	if cfg.Margin >= 0 {
 		b.Margin = cfg.Margin
@@ -188,8 +204,8 @@ func (r *runner) trace(format string, args ...any) {
 // step is one request, with whatever refresh the agent does before it.
 func (r *runner) step() {
 	now := time.Now()
-	if r.b.ReloadOnMtime {
-		r.reload(false)
+	if r.b.ReloadOnMtime || r.b.ReadEachRequest {
+		r.reload(r.b.ReadEachRequest)
 	}
 	if r.cur.refresh != "" && r.cur.refresh != r.failed && (r.force || !now.Add(r.b.Margin).Before(r.cur.expires)) {
 		r.refresh()
@@ -256,10 +272,11 @@ func (r *runner) reload(always bool) bool {
 	if c == r.cur {
 		return false
 	}
-	if !always {
+	if r.loaded {
 		r.rep.Reloads++
 		r.trace("reload %s", short(c.refresh))
 	}
+	r.loaded = true
 	r.cur = c
 	r.force = false
 	return true
@@ -423,6 +440,9 @@ func (r *runner) lockOne(p string) bool {
 	}
 }
 
+// opencodeProvider is the provider entry the fake opencode logs in with.
+const opencodeProvider = "anthropic"
+
 // readCreds reads the login a credential file holds.
 func readCreds(agent, path string) (creds, error) {
 	data, err := os.ReadFile(path)
@@ -458,6 +478,31 @@ func readCreds(agent, path string) (creds, error) {
 		}
 		sub, exp := jwtClaims(doc.Tokens.AccessToken)
 		return creds{access: sub, refresh: doc.Tokens.RefreshToken, expires: exp}, nil
+	case Gemini:
+		var doc struct {
+			AccessToken  *string `json:"access_token"`
+			RefreshToken string  `json:"refresh_token"`
+			ExpiryDate   int64   `json:"expiry_date"`
+		}
+		if err := json.Unmarshal(data, &doc); err != nil || doc.AccessToken == nil {
+			return creds{}, fmt.Errorf("not a Gemini credential: %q", clip(data))
+		}
+		return creds{access: *doc.AccessToken, refresh: doc.RefreshToken, expires: time.UnixMilli(doc.ExpiryDate)}, nil
+	case Opencode:
+		var doc map[string]struct {
+			Type    string `json:"type"`
+			Refresh string `json:"refresh"`
+			Access  string `json:"access"`
+			Expires int64  `json:"expires"`
+		}
+		if err := json.Unmarshal(data, &doc); err != nil {
+			return creds{}, fmt.Errorf("not an opencode credential: %q", clip(data))
+		}
+		p, ok := doc[opencodeProvider]
+		if !ok || p.Type != "oauth" {
+			return creds{}, fmt.Errorf("no %s OAuth entry in the opencode credential", opencodeProvider)
+		}
+		return creds{access: p.Access, refresh: p.Refresh, expires: time.UnixMilli(p.Expires)}, nil
 	}
 	return creds{}, fmt.Errorf("unknown agent %q", agent)
 }
@@ -492,6 +537,20 @@ func TokensContent(agent, access, refresh string, exp time.Time, path string) ([
 			o["refreshTokenExpiresAt"] = exp.Add(30 * 24 * time.Hour).UnixMilli()
 		}
 		doc["claudeAiOauth"] = o
+	case Gemini:
+		doc = map[string]any{"access_token": access, "refresh_token": refresh, "expiry_date": exp.UnixMilli(),
+			"token_type": "Bearer", "scope": "https://www.googleapis.com/auth/cloud-platform"}
+	case Opencode:
+		doc = map[string]any{}
+		if data, err := os.ReadFile(path); err == nil {
+			var other map[string]json.RawMessage
+			if json.Unmarshal(data, &other) == nil {
+				for k, v := range other {
+					doc[k] = v
+				}
+			}
+		}
+		doc[opencodeProvider] = map[string]any{"type": "oauth", "refresh": refresh, "access": access, "expires": exp.UnixMilli()}
 	case Codex:
 		doc = map[string]any{
 			"OPENAI_API_KEY": nil,

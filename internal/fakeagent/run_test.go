@@ -121,3 +121,20 @@ func TestRunCodexShared(t *testing.T) {
 	}
 	t.Logf("codex shared: %d refreshes for %d tokens, %d reloads", c.Refreshes, c.Granted, reloads)
 }
+
+// TestRunAloneEveryAgent: every agent of the table, alone on its file,
+// refreshes its login and is never refused.
+func TestRunAloneEveryAgent(t *testing.T) {
+	for agent := range Behaviours {
+		t.Run(agent, func(t *testing.T) {
+			t.Parallel()
+			f := filepath.Join(t.TempDir(), "a", "x", "cred.json")
+			s := login(t, agent, 2*time.Second, f)
+			reps := runAll(t, s, agent, 4500*time.Millisecond, f)
+			c := s.Total("")
+			if ig, ep := sum(reps); ig != 0 || ep != 0 || c.Granted < 1 || c.Refreshes != c.Granted || reps[0].FinalLoggedOut {
+				t.Fatalf("%s alone: %+v, server %+v", agent, reps, c)
+			}
+		})
+	}
+}
