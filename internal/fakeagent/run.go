@@ -188,9 +188,10 @@ func Run(cfg RunConfig) (Report, error) {
 			end = time.Now()
 		}
 	}
+	// Logged out at the end: a stub, or requests still refused.
+	r.rep.FinalLoggedOut = r.cur.refresh == "" || r.nfail >= 2
 	r.endOutage(time.Now())
 	r.rep.FinalRefresh = r.cur.refresh
-	r.rep.FinalLoggedOut = r.cur.refresh == ""
 	return r.rep, nil
 }
 
