@@ -64,7 +64,7 @@ func main() {
 	cawInit := flag.String("caw-init", "", "use this caw-init binary instead of building ./cmd/caw-init")
 	only := flag.String("only", "", "comma-separated rows to run: start,reap,sync,fanout,idle,size,logins (default all)")
 	verbose := flag.Bool("v", false, "progress on stderr")
-	loginCycles := flag.Int("logins-cycles", 0, "token expiry cycles of the logins rows (default 500, --quick 5)")
+	loginCycles := flag.Int("logins-cycles", 0, "token expiry cycles of the logins rows (default 500, --quick 3)")
 	traceDir := flag.String("logins-trace", "", "logins: keep the agents' traces and the guards' -vv logs in this directory")
 	loginAgents := flag.String("logins-agents", "claude,codex,gemini,opencode", "logins: the agents to run")
 	flag.Parse()
@@ -81,7 +81,7 @@ func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceD
 	if quick {
 		cfg.startN, cfg.orphans, cfg.reapReps, cfg.syncN, cfg.fanRounds, cfg.fanSizes, cfg.idle =
 			100, 1000, 1, 50, 10, []int{1, 8, 64}, 3*time.Second
-		cfg.loginCycles = 5
+		cfg.loginCycles = 3
 	}
 	cfg.traceDir, cfg.loginAgents = traceDir, loginAgents
 	if loginCycles > 0 {
