@@ -5,10 +5,15 @@
 // floor), fan-out to 64 guards, an idle caw-init's CPU, memory and wake-ups,
 // the stat poll of a credential shared through FUSE (idle cost, latency),
 // and binary sizes. Every row is measured in the same run as its peers.
+// The logins rows (one login used by the host's agent and four containers'
+// against a fake token server: refresh collisions and logouts, with and
+// without caw) take about 35 minutes, so the full run leaves them out unless
+// asked for by name.
 //
 //	go run ./bench                  # the full run docs/FIGURES.md quotes (about 4 minutes)
-//	go run ./bench --quick          # the same rows, smaller counts (under a minute)
-//	go run ./bench --only sync,idle # some rows: start,reap,sync,fanout,idle,poll,size
+//	go run ./bench --quick          # the same rows and the logins rows, smaller counts (about 2 minutes)
+//	go run ./bench --only logins    # the logins rows of docs/FIGURES.md (about 35 minutes)
+//	go run ./bench --only sync,idle # some rows: start,reap,sync,fanout,idle,poll,size,logins
 //	go run ./bench --caw-init bin/caw-init   # measure a given binary instead of building one
 //
 // It needs root (namespaces and bind mounts), util-linux's unshare, Debian's
@@ -46,6 +51,10 @@ type config struct {
 	fanRounds int           // rounds per fan-out size
 	fanSizes  []int         // guards per fan-out run
 	idle      time.Duration // idle window
+
+	loginCycles int    // token expiry cycles of the logins scenario
+	traceDir    string // logins: keep the agents' traces and guards' logs here
+	loginAgents string // logins: which agents, comma-separated
 }
 
 func main() {
@@ -54,21 +63,30 @@ func main() {
 	}
 	quick := flag.Bool("quick", false, "small counts, finishes in under a minute (CI smoke run)")
 	cawInit := flag.String("caw-init", "", "use this caw-init binary instead of building ./cmd/caw-init")
-	only := flag.String("only", "", "comma-separated rows to run: start,reap,sync,fanout,idle,poll,size (default all)")
+	only := flag.String("only", "", "comma-separated rows to run: start,reap,sync,fanout,idle,poll,size,logins (default all but logins)")
 	verbose := flag.Bool("v", false, "progress on stderr")
+	loginCycles := flag.Int("logins-cycles", 0, "token expiry cycles of the logins rows (default 500, --quick 3)")
+	traceDir := flag.String("logins-trace", "", "logins: keep the agents' traces and the guards' -vv logs in this directory")
+	loginAgents := flag.String("logins-agents", "claude,codex,gemini,opencode", "logins: the agents to run")
 	flag.Parse()
-	if err := run(*quick, *cawInit, *only, *verbose); err != nil {
+	if err := run(*quick, *cawInit, *only, *verbose, *loginCycles, *traceDir, *loginAgents); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(quick bool, cawInit, only string, verbose bool) error {
+func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceDir, loginAgents string) error {
 	cfg := &config{quick: quick, verbose: verbose,
-		startN: 1000, orphans: 10000, reapReps: 5, syncN: 1000, fanRounds: 200, fanSizes: []int{1, 8, 64}, idle: 60 * time.Second}
+		startN: 1000, orphans: 10000, reapReps: 5, syncN: 1000, fanRounds: 200, fanSizes: []int{1, 8, 64}, idle: 60 * time.Second,
+		loginCycles: 500}
 	if quick {
 		cfg.startN, cfg.orphans, cfg.reapReps, cfg.syncN, cfg.fanRounds, cfg.fanSizes, cfg.idle =
 			100, 1000, 1, 50, 10, []int{1, 8, 64}, 3*time.Second
+		cfg.loginCycles = 3
+	}
+	cfg.traceDir, cfg.loginAgents = traceDir, loginAgents
+	if loginCycles > 0 {
+		cfg.loginCycles = loginCycles
 	}
 	var err error
 	if cfg.self, err = os.Executable(); err != nil {
@@ -116,9 +134,14 @@ func run(quick bool, cawInit, only string, verbose bool) error {
 		{"idle", true, benchIdle},
 		{"poll", true, benchPoll},
 		{"size", false, benchSize},
+		{"logins", true, benchLogins},
 	}
 	for _, s := range steps {
 		if len(want) > 0 && !want[s.name] {
+			continue
+		}
+		if s.name == "logins" && len(want) == 0 && !quick {
+			t.Note("logins rows skipped (about 35 minutes): go run ./bench --only logins")
 			continue
 		}
 		if s.root && os.Geteuid() != 0 {

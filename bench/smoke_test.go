@@ -36,8 +36,8 @@ func TestQuickBenchRuns(t *testing.T) {
 	for _, want := range []string{
 		"X -- /bin/true", "reap 1000 orphans", "sync host->container, in place", "sync container->host, in place",
 		"rename in home", "rename on host", "fan-out", "caw-init x64", "idle: CPU time", "idle: wake-ups", "idle: RSS",
-		"binary size", "tini-static", "dumb-init", "shell guard", "floor (bare inotify copier)",
-		"poll: idle CPU per minute", "poll: host->container via FUSE, in place", "poll: host->container via FUSE, rename",
+		"binary size", "logins (claude): host + 4 containers", "logins (codex)", "logins (gemini)", "logins (opencode)", "plain copies, no caw", "caw with lock mirroring", "poll: idle CPU per minute", "poll: host->container via FUSE, in place", "poll: host->container via FUSE, rename",
+		"tini-static", "dumb-init", "shell guard", "floor (bare inotify copier)",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("bench output lacks %q", want)

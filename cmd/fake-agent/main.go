@@ -7,12 +7,19 @@
 //	fake-agent refresh [--agent A] [--file P] [--mode inplace|rename] [--token T]
 //	fake-agent await   [--agent A] [--file P] --token T [--timeout D]
 //	fake-agent wait    [--agent A] [--file P] [--refresh-on-term] [--mode M] [--token T]
+//	fake-agent run     [--agent A] [--file P] --socket S [--name N] [--duration D] [--margin D] [--report F]
 //
 // wait prints every signal it receives, and dies of SIGTERM or SIGINT as an
 // agent without a handler would (optionally refreshing just before).
+//
+// run plays an agent in use against a fake token server (internal/tokenserver)
+// for --duration, refreshing the way the real agent does (the table in
+// internal/fakeagent), says "ready" first, and writes its counts as one JSON
+// line to --report (default stdout).
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -25,7 +32,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: fake-agent show|refresh|await|wait [--agent claude|codex] [--file PATH] ...")
+		fmt.Fprintln(os.Stderr, "usage: fake-agent show|refresh|await|wait|run [--agent claude|codex] [--file PATH] ...")
 		os.Exit(2)
 	}
 	cmd := os.Args[1]
@@ -36,6 +43,14 @@ func main() {
 	token := fs.String("token", "", "token to write (refresh, wait) or wait for (await); default random")
 	timeout := fs.Duration("timeout", 5*time.Second, "await: how long to wait")
 	onTerm := fs.Bool("refresh-on-term", false, "wait: refresh the credential when SIGTERM arrives, then die of it")
+	socket := fs.String("socket", "", "run: the token server's Unix socket")
+	name := fs.String("name", "", "run: this agent's name in the server's counts")
+	duration := fs.Duration("duration", 10*time.Second, "run: how long to play")
+	margin := fs.Duration("margin", -1, "run: refresh this long before expiry (default: the agent's own)")
+	reqMin := fs.Duration("request-min", 50*time.Millisecond, "run: shortest pause between requests")
+	reqMax := fs.Duration("request-max", 150*time.Millisecond, "run: longest pause between requests")
+	report := fs.String("report", "", "run: write the counts here (default stdout)")
+	trace := fs.Bool("trace", false, "run: log every lock, refresh and reload on stderr")
 	_ = fs.Parse(os.Args[2:])
 	path := *file
 	if path == "" {
@@ -72,8 +87,37 @@ func main() {
 		}
 	case "wait":
 		wait(*agent, path, *token, *mode, *onTerm)
+	case "run":
+		if *socket == "" {
+			fail(fmt.Errorf("run needs --socket (the token server's Unix socket)"))
+		}
+		run(fakeagent.RunConfig{Agent: *agent, File: path, Socket: *socket, Name: *name, Duration: *duration,
+			Margin: *margin, RequestMin: *reqMin, RequestMax: *reqMax, Trace: *trace}, *report)
 	default:
-		fail(fmt.Errorf("unknown command %q (want show, refresh, await or wait)", cmd))
+		fail(fmt.Errorf("unknown command %q (want show, refresh, await, wait or run)", cmd))
+	}
+}
+
+func run(cfg fakeagent.RunConfig, report string) {
+	stop := make(chan struct{})
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() { <-sigs; close(stop) }()
+	cfg.Stop = stop
+	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "fake-agent: "+format+"\n", args...) }
+	fmt.Println("ready")
+	rep, err := fakeagent.Run(cfg)
+	if err != nil {
+		fail(err)
+	}
+	line, _ := json.Marshal(rep)
+	line = append(line, '\n')
+	if report == "" {
+		os.Stdout.Write(line)
+		return
+	}
+	if err := os.WriteFile(report, line, 0o644); err != nil {
+		fail(fmt.Errorf("write report: %w", err))
 	}
 }
 

@@ -28,6 +28,9 @@ import (
 const (
 	Claude = "claude"
 	Codex  = "codex"
+	// Gemini and Opencode are played by Run only (see Behaviours).
+	Gemini   = "gemini"
+	Opencode = "opencode"
 )
 
 // Write modes.

@@ -22,7 +22,9 @@
 // which the user may be able to write too, uses the same primitives);
 // host.go is the host side; inotify.go is the event source, poll.go a stat
 // poll for host files shared through a VM (no host-side events); policy.go
-// the sync rules; cred.go carries them out, one worker per credential.
+// the sync rules; cred.go carries them out, one worker per credential;
+// lockmirror.go mirrors Claude Code's refresh lock directory between home
+// and host.
 package guard
 
 import (
@@ -80,6 +82,7 @@ type Guard struct {
 	in      *inotify
 	poll    *poller
 	done    chan struct{}
+	locks   []*lockMirror // Claude Code's refresh locks, mirrored (lockmirror.go)
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
@@ -253,6 +256,9 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 	c.copyIn()
 	c.checkDead()
 	c.mu.Unlock()
+	if m := g.startLockMirror(c); m != nil {
+		g.locks = append(g.locks, m)
+	}
 	return c
 }
 
@@ -421,6 +427,9 @@ func (g *Guard) stopWatching() {
 func (g *Guard) Close() error {
 	g.stopWatching()
 	g.closeOnce.Do(func() {
+		for _, m := range g.locks {
+			m.close()
+		}
 		for _, c := range g.creds {
 			c.stopWorker()
 		}
