@@ -27,6 +27,7 @@ import (
 
 	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/host/keychain"
+	"github.com/caw-dev/caw/internal/logf"
 )
 
 // DefaultInterval is how often the Keychain is read: a host refresh reaches
@@ -48,16 +49,12 @@ const (
 	writeBackWindow = time.Minute
 )
 
-// Logf prints one line when level <= the verbosity: 0 always (problems the
-// user must act on), 1 with -v, 2 with -vv.
-type Logf func(level int, format string, args ...any)
-
 // Options configure Run.
 type Options struct {
 	Pairs    []Pair
 	Store    keychain.Store
 	Interval time.Duration // 0: DefaultInterval
-	Logf     Logf
+	Logf     logf.Func
 	// Ready, when set, is called once the first sync is done and the
 	// mirrors are watched.
 	Ready func()
