@@ -174,36 +174,6 @@ func describeType(m fs.FileMode) string {
 	return "not a regular file"
 }
 
-// checkStagingDir refuses a staging path that is a symlink, not a directory,
-// or a directory caw did not make (so a mistyped --auth-dir cannot make caw
-// replace or delete an unrelated directory). It reports whether it exists.
-func checkStagingDir(dir string) (bool, error) {
-	fi, err := os.Lstat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("staging dir %s: %w", dir, err)
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return true, fmt.Errorf("staging dir %s is a symlink; caw refuses to write or delete through it (remove the link, or pass --auth-dir a real directory)", dir)
-	}
-	if !fi.IsDir() {
-		return true, fmt.Errorf("staging dir %s is %s, not a directory (remove it, or pass another --auth-dir)", dir, describeType(fi.Mode()))
-	}
-	if _, err := os.Lstat(filepath.Join(dir, manifest.FileName)); err == nil {
-		return true, nil
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return true, fmt.Errorf("staging dir %s: %w", dir, err)
-	}
-	if len(ents) > 0 {
-		return true, fmt.Errorf("%s is not a caw staging dir (it has files but no %s); caw will not replace or delete it: pass another --auth-dir", dir, manifest.FileName)
-	}
-	return true, nil
-}
-
 // readManifest reads the staging dir's manifest with an error that says
 // what to do.
 func readManifest(authDir string) (*manifest.Manifest, error) {
