@@ -149,7 +149,7 @@ func Render(mounts []Mount, format string) (string, error) {
 		}
 		return marshalIndent(map[string][]string{"mounts": list})
 	}
-	return "", usagef("unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
+	return "", inputErrorf("", "unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
 }
 
 func volumeSpec(mt Mount) string {

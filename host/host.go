@@ -7,10 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
-	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/manifest"
 )
 
@@ -24,14 +22,25 @@ const (
 	maxConfigSize     = 32 << 20
 )
 
-// UsageError is bad command-line input (an unknown agent, a malformed
-// --strategy, an unknown format): the caller should print it and exit 2.
-type UsageError struct{ Msg string }
+// InputError is bad input to a host function, the caller's to fix rather
+// than a failure: an unknown agent, a path that is not a directory, a user
+// that is not numeric. Option names the input as the Go API does (the
+// options struct's field, such as "ContainerHome"; "" for none), so that a
+// front end can name its own flag for it; Msg says what is wrong with it.
+type InputError struct {
+	Option string
+	Msg    string
+}
 
-func (e *UsageError) Error() string { return e.Msg }
+func (e *InputError) Error() string {
+	if e.Option == "" {
+		return e.Msg
+	}
+	return e.Option + " " + e.Msg
+}
 
-func usagef(format string, args ...any) error {
-	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+func inputErrorf(option, format string, args ...any) error {
+	return &InputError{Option: option, Msg: fmt.Sprintf(format, args...)}
 }
 
 // DefaultAuthDir is $CAW_AUTH_DIR when set, else ~/.caw/auth under home.
@@ -53,66 +62,6 @@ func absClean(p string) (string, error) {
 		return "", fmt.Errorf("resolve %s: %w", p, err)
 	}
 	return a, nil
-}
-
-// ParseAgents turns --agents values ("claude,codex", "all", repeated flags)
-// into agent names in table order. Empty input gives nil: every agent whose
-// credential exists.
-func ParseAgents(values []string) ([]string, error) {
-	want := map[string]bool{}
-	for _, v := range values {
-		for _, n := range strings.Split(v, ",") {
-			n = strings.TrimSpace(strings.ToLower(n))
-			switch {
-			case n == "":
-			case n == "all":
-				for _, a := range agents.Names() {
-					want[a] = true
-				}
-			default:
-				if _, ok := agents.Lookup(n); !ok {
-					return nil, usagef("unknown agent %q (available: %s, or all)", n, strings.Join(agents.Names(), ", "))
-				}
-				want[n] = true
-			}
-		}
-	}
-	if len(want) == 0 {
-		return nil, nil
-	}
-	var out []string
-	for _, n := range agents.Names() {
-		if want[n] {
-			out = append(out, n)
-		}
-	}
-	return out, nil
-}
-
-// ParseStrategies turns repeated --strategy AGENT=STRATEGY values into a map.
-// Only bind and bind-dir are accepted: copy would put a secret into staging.
-func ParseStrategies(values []string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, v := range values {
-		name, strat, ok := strings.Cut(v, "=")
-		name = strings.TrimSpace(strings.ToLower(name))
-		strat = strings.TrimSpace(strat)
-		if !ok || name == "" || strat == "" {
-			return nil, usagef("--strategy %q: want AGENT=STRATEGY, for example claude=bind", v)
-		}
-		if _, known := agents.Lookup(name); !known {
-			return nil, usagef("--strategy %q: unknown agent %q (available: %s)", v, name, strings.Join(agents.Names(), ", "))
-		}
-		switch strat {
-		case manifest.StrategyBind, manifest.StrategyBindDir:
-		case manifest.StrategyCopy:
-			return nil, usagef("--strategy %q: copy is for configs only; a credential is bind or bind-dir (copy would put the secret into staging)", v)
-		default:
-			return nil, usagef("--strategy %q: unknown strategy %q (want bind or bind-dir)", v, strat)
-		}
-		out[name] = strat
-	}
-	return out, nil
 }
 
 // hostPath is where an entry's host_original lives on this host.

@@ -71,12 +71,12 @@ func ResolveInit(o InitOptions, exe string, lookPath func(string) (string, error
 		in.Mount = Mount{Source: abs, Target: InitPath, ReadOnly: true}
 	} else {
 		if !validVolume(src) {
-			return nil, usagef("--init-from %q: want an absolute path of a static caw-init or a volume name (letters, digits, _ . -)", src)
+			return nil, inputErrorf("From", "%q: want an absolute path of a static caw-init or a volume name (letters, digits, _ . -)", src)
 		}
 		in.Mount, in.Volume = Mount{Source: src, Target: InitDir, ReadOnly: true}, true
 	}
 	if len(o.Entrypoint) > 0 && (o.Entrypoint[0] == "" || strings.HasPrefix(o.Entrypoint[0], "[")) {
-		return nil, usagef("entrypoint %q: want the program's path first", o.Entrypoint[0])
+		return nil, inputErrorf("Entrypoint", "%q: want the program's path first", o.Entrypoint[0])
 	}
 	user := o.User
 	if user == "" {
@@ -151,10 +151,10 @@ func validVolume(s string) bool {
 func checkUIDGID(s string) error {
 	u, g, ok := strings.Cut(s, ":")
 	if _, err := strconv.ParseUint(u, 10, 31); err != nil || !ok {
-		return usagef("--user %q: want numeric UID:GID (the image need not know the user)", s)
+		return inputErrorf("User", "%q: want numeric UID:GID (the image need not know the user)", s)
 	}
 	if _, err := strconv.ParseUint(g, 10, 31); err != nil {
-		return usagef("--user %q: want numeric UID:GID (the image need not know the user)", s)
+		return inputErrorf("User", "%q: want numeric UID:GID (the image need not know the user)", s)
 	}
 	return nil
 }
@@ -234,7 +234,7 @@ func RenderInit(mounts []Mount, in *Init, format string) (string, error) {
 			ContainerEnv    map[string]string `json:"containerEnv"`
 		}{false, dc.Mounts, env})
 	}
-	return "", usagef("unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
+	return "", inputErrorf("", "unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
 }
 
 // InstallInit copies the caw-init beside exe into dir (a volume mounted in

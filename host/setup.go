@@ -140,21 +140,21 @@ func resolveSetup(opts SetupOptions) (*setupRun, error) {
 		return nil, err
 	}
 	if opts.SourceHome == "" {
-		return nil, usagef("no source home: $HOME is not set (pass --source-home)")
+		return nil, inputErrorf("SourceHome", "is empty: want the host home the agents' files are under")
 	}
 	srcHome, err := absClean(opts.SourceHome)
 	if err != nil {
 		return nil, err
 	}
 	if fi, err := os.Stat(srcHome); err != nil || !fi.IsDir() {
-		return nil, usagef("--source-home %s is not a directory", srcHome)
+		return nil, inputErrorf("SourceHome", "%s is not a directory", srcHome)
 	}
 	ctrHome := opts.ContainerHome
 	if ctrHome == "" {
 		ctrHome = DefaultContainerHome
 	}
 	if !path.IsAbs(ctrHome) || path.Clean(ctrHome) != ctrHome || strings.ContainsAny(ctrHome, "\x00\n") {
-		return nil, usagef("--container-home %q: want a clean absolute path such as %s", ctrHome, DefaultContainerHome)
+		return nil, inputErrorf("ContainerHome", "%q: want a clean absolute path such as %s", ctrHome, DefaultContainerHome)
 	}
 	s := &setupRun{
 		opts: opts, authDir: authDir, srcHome: srcHome, ctrHome: ctrHome, now: time.Now,
@@ -169,7 +169,15 @@ func resolveSetup(opts SetupOptions) (*setupRun, error) {
 	}
 	for _, name := range s.names {
 		if _, ok := agents.Lookup(name); !ok {
-			return nil, usagef("unknown agent %q (available: %s, or all)", name, strings.Join(agents.Names(), ", "))
+			return nil, inputErrorf("Agents", "%q: unknown agent (available: %s)", name, strings.Join(agents.Names(), ", "))
+		}
+	}
+	for name, strat := range opts.Strategies {
+		if _, ok := agents.Lookup(name); !ok {
+			return nil, inputErrorf("Strategies", "%q: unknown agent (available: %s)", name+"="+strat, strings.Join(agents.Names(), ", "))
+		}
+		if strat != manifest.StrategyBind && strat != manifest.StrategyBindDir {
+			return nil, inputErrorf("Strategies", "%q: want bind or bind-dir (copy would put the secret into staging)", name+"="+strat)
 		}
 	}
 	if opts.Keychain != nil {

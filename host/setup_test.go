@@ -161,10 +161,7 @@ func TestSetupAgentDirsFromEnv(t *testing.T) {
 
 func TestSetupStrategyOverride(t *testing.T) {
 	home := fakeHome(t)
-	strats, err := ParseStrategies([]string{"claude=bind", "codex=bind-dir"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	strats := map[string]string{"claude": "bind", "codex": "bind-dir"}
 	_, dir := setup(t, home, func(o *SetupOptions) { o.Agents = []string{"claude", "codex"}; o.Strategies = strats })
 	m, err := manifest.Read(dir)
 	if err != nil {
@@ -194,36 +191,6 @@ func TestSetupStrategyOverride(t *testing.T) {
 	}
 	if !reflect.DeepEqual(mounts, want) {
 		t.Errorf("mounts %+v\nwant %+v", mounts, want)
-	}
-}
-
-func TestParseAgentsAndStrategies(t *testing.T) {
-	for in, want := range map[string]string{
-		"claude,codex": "claude,codex", "all": "claude,codex,gemini,opencode", "codex, CLAUDE": "claude,codex",
-		"gemini,all": "claude,codex,gemini,opencode", "": "", ",": "",
-	} {
-		got, err := ParseAgents([]string{in})
-		if err != nil || strings.Join(got, ",") != want {
-			t.Errorf("ParseAgents(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	_, err := ParseAgents([]string{"claude,cursor"})
-	var ue *UsageError
-	if !errors.As(err, &ue) || err.Error() != `unknown agent "cursor" (available: claude, codex, gemini, opencode, or all)` {
-		t.Errorf("unknown agent: %v", err)
-	}
-	bad := map[string]string{
-		"claude":        `--strategy "claude": want AGENT=STRATEGY, for example claude=bind`,
-		"=bind":         `--strategy "=bind": want AGENT=STRATEGY, for example claude=bind`,
-		"cursor=bind":   `--strategy "cursor=bind": unknown agent "cursor" (available: claude, codex, gemini, opencode)`,
-		"claude=copy":   `--strategy "claude=copy": copy is for configs only; a credential is bind or bind-dir (copy would put the secret into staging)`,
-		"claude=mirror": `--strategy "claude=mirror": unknown strategy "mirror" (want bind or bind-dir)`,
-	}
-	for in, want := range bad {
-		_, err := ParseStrategies([]string{in})
-		if !errors.As(err, &ue) || err.Error() != want {
-			t.Errorf("ParseStrategies(%q) = %v, want %s", in, err, want)
-		}
 	}
 }
 
@@ -342,13 +309,15 @@ func TestSetupBadInput(t *testing.T) {
 			os.Mkdir(filepath.Join(h, ".gemini/settings.json"), 0o700)
 		}, nil, "gemini: config %H/.gemini/settings.json: %H/.gemini/settings.json is not a regular file (a directory) (fix or remove it, or leave gemini out with --agents)", false},
 		{"relative container home", nil, func(o *SetupOptions) { o.ContainerHome = "home/dev" },
-			`--container-home "home/dev": want a clean absolute path such as /home/playground`, true},
+			`ContainerHome "home/dev": want a clean absolute path such as /home/playground`, true},
 		{"unclean container home", nil, func(o *SetupOptions) { o.ContainerHome = "/home/dev/" },
-			`--container-home "/home/dev/": want a clean absolute path such as /home/playground`, true},
+			`ContainerHome "/home/dev/": want a clean absolute path such as /home/playground`, true},
 		{"source home missing", nil, func(o *SetupOptions) { o.SourceHome = "/nonexistent/home" },
-			"--source-home /nonexistent/home is not a directory", true},
+			"SourceHome /nonexistent/home is not a directory", true},
 		{"unknown agent", nil, func(o *SetupOptions) { o.Agents = []string{"cursor"} },
-			`unknown agent "cursor" (available: claude, codex, gemini, opencode, or all)`, true},
+			`Agents "cursor": unknown agent (available: claude, codex, gemini, opencode)`, true},
+		{"copy strategy", nil, func(o *SetupOptions) { o.Strategies = map[string]string{"claude": "copy"} },
+			`Strategies "claude=copy": want bind or bind-dir (copy would put the secret into staging)`, true},
 		{"user with newline", nil, func(o *SetupOptions) { o.User = "dev\nroot" },
 			`setup: manifest.json: user: "dev\nroot" contains a control character`, false},
 	}
@@ -370,9 +339,9 @@ func TestSetupBadInput(t *testing.T) {
 			if err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Fatalf("err\n got %v\nwant %s", err, want)
 			}
-			var ue *UsageError
-			if errors.As(err, &ue) != tc.usage {
-				t.Errorf("usage error = %v, want %v", !tc.usage, tc.usage)
+			var ie *InputError
+			if errors.As(err, &ie) != tc.usage {
+				t.Errorf("input error = %v, want %v", !tc.usage, tc.usage)
 			}
 			if after := snapshot(t, dir); !reflect.DeepEqual(before, after) {
 				t.Errorf("failed setup changed the previous staging")

@@ -207,6 +207,7 @@ func TestExitCodes(t *testing.T) {
 		{home, []string{"setup", "--agents", "cursor"}, 2, "", `unknown agent "cursor" (available: claude, codex, gemini, opencode, or all)`},
 		{home, []string{"setup", "--strategy", "claude=copy"}, 2, "", "copy is for configs only"},
 		{home, []string{"setup", "--container-home", "rel"}, 2, "", `--container-home "rel": want a clean absolute path`},
+		{home, []string{"setup", "--source-home", "/nonexistent"}, 2, "", "caw: --source-home /nonexistent is not a directory"},
 		{home, []string{"docker-flags", "--format", "yaml"}, 2, "", `unknown --format "yaml" (want one of shell, json, compose, devcontainer)`},
 		{home, []string{"status", "--agents", "cursor"}, 2, "", `unknown agent "cursor"`},
 		{home, []string{"version"}, 0, "caw dev (go", ""},
