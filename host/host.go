@@ -39,6 +39,30 @@ func (e *InputError) Error() string {
 	return e.Option + " " + e.Msg
 }
 
+// FixError is a failure the caller can fix by giving an option another
+// value. Fix words the fix with a %s standing for the option, so that a
+// front end can name its own flag instead (FixWith); Error names the Go
+// option (the options field, or the parameter: "AuthDir", "format").
+type FixError struct {
+	Err    error
+	Option string
+	Fix    string
+}
+
+func (e *FixError) Error() string { return e.FixWith(e.Option) }
+
+// FixWith is the message with name standing for the option.
+func (e *FixError) FixWith(name string) string {
+	return fmt.Sprintf("%v (%s)", e.Err, fmt.Sprintf(e.Fix, name))
+}
+
+func (e *FixError) Unwrap() error { return e.Err }
+
+// withFix is err, fixed by the option named as fix says (%s: the option).
+func withFix(err error, option, fix string) error {
+	return &FixError{Err: err, Option: option, Fix: fix}
+}
+
 func inputErrorf(option, format string, args ...any) error {
 	return &InputError{Option: option, Msg: fmt.Sprintf(format, args...)}
 }
@@ -51,7 +75,7 @@ func DefaultAuthDir(getenv func(string) string, home string) (string, error) {
 		}
 	}
 	if home == "" {
-		return "", errors.New("cannot find the staging dir: $HOME is not set (set CAW_AUTH_DIR or pass --auth-dir)")
+		return "", withFix(errors.New("cannot find the staging dir: $HOME is not set"), "AuthDir", "set CAW_AUTH_DIR or pass %s")
 	}
 	return filepath.Join(home, ".caw", "auth"), nil
 }
@@ -131,7 +155,7 @@ func readManifest(authDir string) (*manifest.Manifest, error) {
 	}
 	m, err := manifest.Read(authDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no caw staging at %s (run caw setup first, or pass --auth-dir)", authDir)
+		return nil, withFix(fmt.Errorf("no caw staging at %s", authDir), "AuthDir", "run caw setup first, or pass %s")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("staging %s: %w", authDir, err)

@@ -121,12 +121,12 @@ func FindInit(goos, exe string, lookPath func(string) (string, error)) string {
 func checkStaticInit(p string) error {
 	f, err := elf.Open(p)
 	if err != nil {
-		return fmt.Errorf("caw-init %s: %w (install caw-init beside caw, or run caw install-init and use --init-from %s)", p, err, DefaultInitVolume)
+		return withFix(fmt.Errorf("caw-init %s: %w", p, err), "From", "install caw-init beside caw, or run caw install-init and use %s "+DefaultInitVolume)
 	}
 	defer f.Close()
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
-			return fmt.Errorf("caw-init %s is dynamically linked, so it cannot run in other images: build it with CGO_ENABLED=0, or run caw install-init and use --init-from %s", p, DefaultInitVolume)
+			return withFix(fmt.Errorf("caw-init %s is dynamically linked, so it cannot run in other images", p), "From", "build it with CGO_ENABLED=0, or run caw install-init and use %s "+DefaultInitVolume)
 		}
 	}
 	return nil
@@ -168,7 +168,7 @@ func RenderInit(mounts []Mount, in *Init, format string) (string, error) {
 	}
 	for _, e := range in.Env {
 		if format == FormatShell && strings.ContainsAny(e.Value, shellUnsafe) {
-			return "", fmt.Errorf("%s=%q contains characters an unquoted $(caw docker-flags) would split or glob; use --format json", e.Name, e.Value)
+			return "", withFix(fmt.Errorf("%s=%q contains characters an unquoted $(caw docker-flags) would split or glob", e.Name, e.Value), "format", "use %s json")
 		}
 	}
 	switch format {

@@ -97,8 +97,8 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 		if s.explicit {
 			return s.res, fmt.Errorf("no agent to set up: none of %s has a usable credential under %s", strings.Join(s.names, ", "), s.srcHome)
 		}
-		return s.res, fmt.Errorf("no agent to set up: found no credential of %s under %s (log in to an agent first, or pass --source-home)",
-			strings.Join(agents.Names(), ", "), s.srcHome)
+		return s.res, withFix(fmt.Errorf("no agent to set up: found no credential of %s under %s", strings.Join(agents.Names(), ", "), s.srcHome),
+			"SourceHome", "log in to an agent first, or pass %s")
 	}
 	if err := s.plan.write(s.authDir); err != nil {
 		return s.res, err
@@ -304,13 +304,13 @@ func (s *setupRun) planConfig(name string, c agents.FileSpec) (*manifest.File, s
 		return nil, p, nil
 	}
 	if err != nil {
-		return nil, p, fmt.Errorf("%s: config %s: %v (fix or remove it, or leave %s out with --agents)", name, p, trimPathErr(err), name)
+		return nil, p, withFix(fmt.Errorf("%s: config %s: %v", name, p, trimPathErr(err)), "Agents", "fix or remove it, or leave "+name+" out with %s")
 	}
 	out := raw
 	if c.Clean != nil {
 		out, err = c.Clean(raw, agents.CleanOptions{ContainerHome: s.ctrHome})
 		if err != nil {
-			return nil, p, fmt.Errorf("%s: config %s: %v (fix the file, or leave %s out with --agents)", name, p, err, name)
+			return nil, p, withFix(fmt.Errorf("%s: config %s: %v", name, p, err), "Agents", "fix the file, or leave "+name+" out with %s")
 		}
 	}
 	s.plan.files = append(s.plan.files, plannedFile{src: c.Src, data: out})

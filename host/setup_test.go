@@ -301,13 +301,13 @@ func TestSetupBadInput(t *testing.T) {
 		usage  bool
 	}{
 		{"malformed .claude.json", func(h string) { writeFile(t, filepath.Join(h, ".claude.json"), `{"numStartups": 3,`) }, nil,
-			"claude: config %H/.claude.json: parse .claude.json: unexpected end of JSON input (fix the file, or leave claude out with --agents)", false},
+			"claude: config %H/.claude.json: parse .claude.json: unexpected end of JSON input (fix the file, or leave claude out with Agents)", false},
 		{"malformed config.toml", func(h string) { writeFile(t, filepath.Join(h, ".codex/config.toml"), "[projects\nmodel = 1\n") }, nil,
 			"codex: config %H/.codex/config.toml: parse config.toml:", false},
 		{"config is a directory", func(h string) {
 			os.Remove(filepath.Join(h, ".gemini/settings.json"))
 			os.Mkdir(filepath.Join(h, ".gemini/settings.json"), 0o700)
-		}, nil, "gemini: config %H/.gemini/settings.json: %H/.gemini/settings.json is not a regular file (a directory) (fix or remove it, or leave gemini out with --agents)", false},
+		}, nil, "gemini: config %H/.gemini/settings.json: %H/.gemini/settings.json is not a regular file (a directory) (fix or remove it, or leave gemini out with Agents)", false},
 		{"relative container home", nil, func(o *SetupOptions) { o.ContainerHome = "home/dev" },
 			`ContainerHome "home/dev": want a clean absolute path such as /home/playground`, true},
 		{"unclean container home", nil, func(o *SetupOptions) { o.ContainerHome = "/home/dev/" },
@@ -398,7 +398,7 @@ func TestSetupRefusesStaging(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := Setup(SetupOptions{AuthDir: link, SourceHome: home, Now: clock})
-		if err == nil || err.Error() != "staging dir "+link+" is a symlink; caw refuses to write or delete through it (remove the link, or pass --auth-dir a real directory)" {
+		if err == nil || err.Error() != "staging dir "+link+" is a symlink; caw refuses to write or delete through it (remove the link, or pass AuthDir a real directory)" {
 			t.Errorf("err %v", err)
 		}
 		if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {

@@ -318,10 +318,10 @@ func checkStagingDir(dir string) (bool, error) {
 		return false, fmt.Errorf("staging dir %s: %w", dir, err)
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
-		return true, fmt.Errorf("staging dir %s is a symlink; caw refuses to write or delete through it (remove the link, or pass --auth-dir a real directory)", dir)
+		return true, withFix(fmt.Errorf("staging dir %s is a symlink; caw refuses to write or delete through it", dir), "AuthDir", "remove the link, or pass %s a real directory")
 	}
 	if !fi.IsDir() {
-		return true, fmt.Errorf("staging dir %s is %s, not a directory (remove it, or pass another --auth-dir)", dir, describeType(fi.Mode()))
+		return true, withFix(fmt.Errorf("staging dir %s is %s, not a directory", dir, describeType(fi.Mode())), "AuthDir", "remove it, or pass another %s")
 	}
 	if _, err := os.Lstat(filepath.Join(dir, manifest.FileName)); err == nil {
 		return true, nil
@@ -331,7 +331,7 @@ func checkStagingDir(dir string) (bool, error) {
 		return true, fmt.Errorf("staging dir %s: %w", dir, err)
 	}
 	if len(ents) > 0 {
-		return true, fmt.Errorf("%s is not a caw staging dir (it has files but no %s); caw will not replace or delete it: pass another --auth-dir", dir, manifest.FileName)
+		return true, withFix(fmt.Errorf("%s is not a caw staging dir (it has files but no %s); caw will not replace or delete it", dir, manifest.FileName), "AuthDir", "pass another %s")
 	}
 	return true, nil
 }

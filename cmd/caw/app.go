@@ -50,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return ec.ExitCode()
 	}
-	fmt.Fprintf(stderr, "caw: error: %v\n", err)
+	fmt.Fprintf(stderr, "caw: error: %s\n", message(err))
 	return exitError
 }
 

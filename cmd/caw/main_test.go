@@ -260,7 +260,7 @@ func TestCompletion(t *testing.T) {
 func TestHomeWithSpace(t *testing.T) {
 	home := fakeHome(t, filepath.Join(t.TempDir(), "Alice Smith"))
 	caw(t, home, nil, "setup").want(t, 0, "Paths here need quoting: build docker run's argv from caw docker-flags --format json", "")
-	caw(t, home, nil, "docker-flags").want(t, 1, "", `contains " ", which an unquoted $(caw docker-flags) would split or glob; use --format json`)
+	caw(t, home, nil, "docker-flags").want(t, 1, "", `contains " ", which an unquoted $(caw docker-flags) would split or glob (use --format json`)
 	r := caw(t, home, nil, "docker-flags", "--format", "json")
 	var argv []string
 	if err := json.Unmarshal([]byte(r.stdout), &argv); r.code != 0 || err != nil || !strings.HasPrefix(argv[1], filepath.Join(home, ".caw/auth")+":") {

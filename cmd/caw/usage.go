@@ -30,6 +30,26 @@ var flagFor = map[string]string{
 	"From":          "--init-from",
 	"User":          "--user",
 	"Entrypoint":    "entrypoint",
+	"Force":         "--force",
+	"format":        "--format",
+}
+
+func flagName(option string) string {
+	if name, ok := flagFor[option]; ok {
+		return name
+	}
+	return option
+}
+
+// message is err's text with every fix host words with a Go option
+// (a host.FixError) worded with the flag instead.
+func message(err error) string {
+	msg := err.Error()
+	var fe *host.FixError
+	if errors.As(err, &fe) {
+		msg = strings.Replace(msg, fe.Error(), fe.FixWith(flagName(fe.Option)), 1)
+	}
+	return msg
 }
 
 // asUsage turns err into a usage error when it is one: the CLI's own, or
@@ -46,11 +66,7 @@ func asUsage(err error) (*usageError, bool) {
 	if ie.Option == "" {
 		return &usageError{msg: ie.Msg}, true
 	}
-	name, ok := flagFor[ie.Option]
-	if !ok {
-		name = ie.Option
-	}
-	return &usageError{msg: name + " " + ie.Msg}, true
+	return &usageError{msg: flagName(ie.Option) + " " + ie.Msg}, true
 }
 
 // parseAgents turns --agents values ("claude,codex", "all", repeated flags)
