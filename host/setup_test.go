@@ -243,38 +243,7 @@ func TestSetupSkipsAndWarns(t *testing.T) {
 			}
 		}
 	})
-	t.Run("credential not a regular file", func(t *testing.T) {
-		home := fakeHome(t)
-		cred := filepath.Join(home, ".codex/auth.json")
-		os.Remove(cred)
-		os.Mkdir(cred, 0o700)
-		gem := filepath.Join(home, ".gemini/oauth_creds.json")
-		os.Remove(gem)
-		if err := syscall_mkfifo(gem); err != nil {
-			t.Fatal(err)
-		}
-		oc := filepath.Join(home, ".local/share/opencode/auth.json")
-		os.Remove(oc)
-		os.Symlink(filepath.Join(home, ".codex/config.toml"), oc)
-		res, _ := setup(t, home)
-		var names []string
-		for _, a := range res.Agents {
-			names = append(names, a.Name)
-		}
-		if strings.Join(names, ",") != "claude" {
-			t.Errorf("agents %q", names)
-		}
-		ws := strings.Join(res.Warnings, "\n")
-		for _, want := range []string{
-			"codex: cannot use the credential " + cred + ", skipped: " + cred + " is not a regular file (a directory)",
-			"gemini: cannot use the credential " + gem + ", skipped: " + gem + " is not a regular file (a FIFO)",
-			"opencode: cannot use the credential " + oc + ", skipped: " + oc + " is a symlink",
-		} {
-			if !strings.Contains(ws, want) {
-				t.Errorf("warnings lack %q:\n%s", want, ws)
-			}
-		}
-	})
+	t.Run("credential not a regular file", testSetupCredentialNotRegular)
 	t.Run("none usable", func(t *testing.T) {
 		home := t.TempDir()
 		dir := filepath.Join(t.TempDir(), "auth")
@@ -290,6 +259,41 @@ func TestSetupSkipsAndWarns(t *testing.T) {
 			t.Error("a failed setup created the staging dir")
 		}
 	})
+}
+
+// testSetupCredentialNotRegular: a directory, a FIFO or a symlink where a
+// credential should be is skipped with a warning naming it.
+func testSetupCredentialNotRegular(t *testing.T) {
+	home := fakeHome(t)
+	cred := filepath.Join(home, ".codex/auth.json")
+	os.Remove(cred)
+	os.Mkdir(cred, 0o700)
+	gem := filepath.Join(home, ".gemini/oauth_creds.json")
+	os.Remove(gem)
+	if err := syscall_mkfifo(gem); err != nil {
+		t.Fatal(err)
+	}
+	oc := filepath.Join(home, ".local/share/opencode/auth.json")
+	os.Remove(oc)
+	os.Symlink(filepath.Join(home, ".codex/config.toml"), oc)
+	res, _ := setup(t, home)
+	var names []string
+	for _, a := range res.Agents {
+		names = append(names, a.Name)
+	}
+	if strings.Join(names, ",") != "claude" {
+		t.Errorf("agents %q", names)
+	}
+	ws := strings.Join(res.Warnings, "\n")
+	for _, want := range []string{
+		"codex: cannot use the credential " + cred + ", skipped: " + cred + " is not a regular file (a directory)",
+		"gemini: cannot use the credential " + gem + ", skipped: " + gem + " is not a regular file (a FIFO)",
+		"opencode: cannot use the credential " + oc + ", skipped: " + oc + " is a symlink",
+	} {
+		if !strings.Contains(ws, want) {
+			t.Errorf("warnings lack %q:\n%s", want, ws)
+		}
+	}
 }
 
 func TestSetupBadInput(t *testing.T) {
