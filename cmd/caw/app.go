@@ -233,25 +233,26 @@ func commands() []*cli.Command {
 	}
 }
 
-func cmdSetup(c *cli.Context) error {
+// setupOptions turns setup's flags into host.SetupOptions.
+func setupOptions(c *cli.Context) (host.SetupOptions, error) {
 	dir, err := authDir(c)
 	if err != nil {
-		return err
+		return host.SetupOptions{}, err
 	}
 	names, err := parseAgents(c.StringSlice("agents"))
 	if err != nil {
-		return err
+		return host.SetupOptions{}, err
 	}
 	strats, err := parseStrategies(c.StringSlice("strategy"))
 	if err != nil {
-		return err
+		return host.SetupOptions{}, err
 	}
 	src := c.String("source-home")
 	if src == "" {
 		src, _ = os.UserHomeDir()
 	}
 	if src == "" {
-		return usagef("no source home: $HOME is not set (pass --source-home)")
+		return host.SetupOptions{}, usagef("no source home: $HOME is not set (pass --source-home)")
 	}
 	opts := host.SetupOptions{
 		AuthDir: dir, SourceHome: src, ContainerHome: c.String("container-home"), User: c.String("user"),
@@ -259,6 +260,14 @@ func cmdSetup(c *cli.Context) error {
 	}
 	if store := keychainStore(); store != nil {
 		opts.Keychain, opts.KeychainUser = store, loginName()
+	}
+	return opts, nil
+}
+
+func cmdSetup(c *cli.Context) error {
+	opts, err := setupOptions(c)
+	if err != nil {
+		return err
 	}
 	res, err := host.Setup(opts)
 	if res != nil {
