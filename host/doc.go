@@ -8,7 +8,10 @@
 //     into the existing staging otherwise, keeping the placeholders running
 //     containers have mounts on, with manifest.json renamed last. Every
 //     input is checked first, so a failed setup leaves the previous staging
-//     as it was. No secret ever lands in staging.
+//     as it was. No secret ever lands in staging. In steps: resolveSetup
+//     checks the options, planAgent reads and cleans each agent's files
+//     into a stagingPlan (setup.go), and stagingPlan.write puts it in place
+//     (staging.go, lock.go).
 //   - Status reports every managed file, reading credentials from the host
 //     (their source of truth), never from staging.
 //   - DockerFlags gives the mounts a container needs: the staging dir
@@ -28,6 +31,10 @@
 //     Containers still running from it lose their credential mounts (the
 //     kernel detaches a mount whose mount point is removed), so stop them
 //     first.
+//
+// Bad input (an unknown agent, a container home that is not absolute) is an
+// *InputError naming the option's field; the package knows no flags, and
+// cmd/caw words such an error with its own flag and exits 2.
 //
 // # Staging layout
 //

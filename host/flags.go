@@ -105,14 +105,14 @@ func Render(mounts []Mount, format string) (string, error) {
 				return "", fmt.Errorf("path %q contains a NUL byte", p)
 			}
 			if format != FormatCompose && strings.Contains(p, ":") {
-				return "", fmt.Errorf("path %q contains ':', which a docker -v or mount spec cannot carry (use --format compose, or move the file)", p)
+				return "", withFix(fmt.Errorf("path %q contains ':', which a docker -v or mount spec cannot carry", p), "format", "use %s compose, or move the file")
 			}
 			if format == FormatDevcontainer && strings.Contains(p, ",") {
-				return "", fmt.Errorf("path %q contains ',', which a devcontainer mount string cannot carry (use --format json or compose)", p)
+				return "", withFix(fmt.Errorf("path %q contains ',', which a devcontainer mount string cannot carry", p), "format", "use %s json or compose")
 			}
 			if format == FormatShell {
 				if i := strings.IndexAny(p, shellUnsafe); i >= 0 {
-					return "", fmt.Errorf("path %q contains %q, which an unquoted $(caw docker-flags) would split or glob; use --format json (an argv array) instead", p, p[i:i+1])
+					return "", withFix(fmt.Errorf("path %q contains %q, which an unquoted $(caw docker-flags) would split or glob", p, p[i:i+1]), "format", "use %s json, an argv array, instead")
 				}
 			}
 		}
@@ -149,7 +149,7 @@ func Render(mounts []Mount, format string) (string, error) {
 		}
 		return marshalIndent(map[string][]string{"mounts": list})
 	}
-	return "", usagef("unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
+	return "", inputErrorf("", "unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
 }
 
 func volumeSpec(mt Mount) string {

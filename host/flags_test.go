@@ -103,7 +103,7 @@ func TestDockerFlagsUnsafePaths(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = Render(mounts, FormatShell)
-			if err == nil || !strings.Contains(err.Error(), "use --format json") || !strings.Contains(err.Error(), "would split or glob") {
+			if err == nil || !strings.Contains(err.Error(), "use format json") || !strings.Contains(err.Error(), "would split or glob") {
 				t.Errorf("shell: %v", err)
 			}
 			js, err := Render(mounts, FormatJSON)

@@ -7,10 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
-	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/manifest"
 )
 
@@ -24,14 +22,49 @@ const (
 	maxConfigSize     = 32 << 20
 )
 
-// UsageError is bad command-line input (an unknown agent, a malformed
-// --strategy, an unknown format): the caller should print it and exit 2.
-type UsageError struct{ Msg string }
+// InputError is bad input to a host function, the caller's to fix rather
+// than a failure: an unknown agent, a path that is not a directory, a user
+// that is not numeric. Option names the input as the Go API does (the
+// options struct's field, such as "ContainerHome"; "" for none), so that a
+// front end can name its own flag for it; Msg says what is wrong with it.
+type InputError struct {
+	Option string
+	Msg    string
+}
 
-func (e *UsageError) Error() string { return e.Msg }
+func (e *InputError) Error() string {
+	if e.Option == "" {
+		return e.Msg
+	}
+	return e.Option + " " + e.Msg
+}
 
-func usagef(format string, args ...any) error {
-	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+// FixError is a failure the caller can fix by giving an option another
+// value. Fix words the fix with a %s standing for the option, so that a
+// front end can name its own flag instead (FixWith); Error names the Go
+// option (the options field, or the parameter: "AuthDir", "format").
+type FixError struct {
+	Err    error
+	Option string
+	Fix    string
+}
+
+func (e *FixError) Error() string { return e.FixWith(e.Option) }
+
+// FixWith is the message with name standing for the option.
+func (e *FixError) FixWith(name string) string {
+	return fmt.Sprintf("%v (%s)", e.Err, fmt.Sprintf(e.Fix, name))
+}
+
+func (e *FixError) Unwrap() error { return e.Err }
+
+// withFix is err, fixed by the option named as fix says (%s: the option).
+func withFix(err error, option, fix string) error {
+	return &FixError{Err: err, Option: option, Fix: fix}
+}
+
+func inputErrorf(option, format string, args ...any) error {
+	return &InputError{Option: option, Msg: fmt.Sprintf(format, args...)}
 }
 
 // DefaultAuthDir is $CAW_AUTH_DIR when set, else ~/.caw/auth under home.
@@ -42,7 +75,7 @@ func DefaultAuthDir(getenv func(string) string, home string) (string, error) {
 		}
 	}
 	if home == "" {
-		return "", errors.New("cannot find the staging dir: $HOME is not set (set CAW_AUTH_DIR or pass --auth-dir)")
+		return "", withFix(errors.New("cannot find the staging dir: $HOME is not set"), "AuthDir", "set CAW_AUTH_DIR or pass %s")
 	}
 	return filepath.Join(home, ".caw", "auth"), nil
 }
@@ -53,66 +86,6 @@ func absClean(p string) (string, error) {
 		return "", fmt.Errorf("resolve %s: %w", p, err)
 	}
 	return a, nil
-}
-
-// ParseAgents turns --agents values ("claude,codex", "all", repeated flags)
-// into agent names in table order. Empty input gives nil: every agent whose
-// credential exists.
-func ParseAgents(values []string) ([]string, error) {
-	want := map[string]bool{}
-	for _, v := range values {
-		for _, n := range strings.Split(v, ",") {
-			n = strings.TrimSpace(strings.ToLower(n))
-			switch {
-			case n == "":
-			case n == "all":
-				for _, a := range agents.Names() {
-					want[a] = true
-				}
-			default:
-				if _, ok := agents.Lookup(n); !ok {
-					return nil, usagef("unknown agent %q (available: %s, or all)", n, strings.Join(agents.Names(), ", "))
-				}
-				want[n] = true
-			}
-		}
-	}
-	if len(want) == 0 {
-		return nil, nil
-	}
-	var out []string
-	for _, n := range agents.Names() {
-		if want[n] {
-			out = append(out, n)
-		}
-	}
-	return out, nil
-}
-
-// ParseStrategies turns repeated --strategy AGENT=STRATEGY values into a map.
-// Only bind and bind-dir are accepted: copy would put a secret into staging.
-func ParseStrategies(values []string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, v := range values {
-		name, strat, ok := strings.Cut(v, "=")
-		name = strings.TrimSpace(strings.ToLower(name))
-		strat = strings.TrimSpace(strat)
-		if !ok || name == "" || strat == "" {
-			return nil, usagef("--strategy %q: want AGENT=STRATEGY, for example claude=bind", v)
-		}
-		if _, known := agents.Lookup(name); !known {
-			return nil, usagef("--strategy %q: unknown agent %q (available: %s)", v, name, strings.Join(agents.Names(), ", "))
-		}
-		switch strat {
-		case manifest.StrategyBind, manifest.StrategyBindDir:
-		case manifest.StrategyCopy:
-			return nil, usagef("--strategy %q: copy is for configs only; a credential is bind or bind-dir (copy would put the secret into staging)", v)
-		default:
-			return nil, usagef("--strategy %q: unknown strategy %q (want bind or bind-dir)", v, strat)
-		}
-		out[name] = strat
-	}
-	return out, nil
 }
 
 // hostPath is where an entry's host_original lives on this host.
@@ -174,36 +147,6 @@ func describeType(m fs.FileMode) string {
 	return "not a regular file"
 }
 
-// checkStagingDir refuses a staging path that is a symlink, not a directory,
-// or a directory caw did not make (so a mistyped --auth-dir cannot make caw
-// replace or delete an unrelated directory). It reports whether it exists.
-func checkStagingDir(dir string) (bool, error) {
-	fi, err := os.Lstat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("staging dir %s: %w", dir, err)
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return true, fmt.Errorf("staging dir %s is a symlink; caw refuses to write or delete through it (remove the link, or pass --auth-dir a real directory)", dir)
-	}
-	if !fi.IsDir() {
-		return true, fmt.Errorf("staging dir %s is %s, not a directory (remove it, or pass another --auth-dir)", dir, describeType(fi.Mode()))
-	}
-	if _, err := os.Lstat(filepath.Join(dir, manifest.FileName)); err == nil {
-		return true, nil
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return true, fmt.Errorf("staging dir %s: %w", dir, err)
-	}
-	if len(ents) > 0 {
-		return true, fmt.Errorf("%s is not a caw staging dir (it has files but no %s); caw will not replace or delete it: pass another --auth-dir", dir, manifest.FileName)
-	}
-	return true, nil
-}
-
 // readManifest reads the staging dir's manifest with an error that says
 // what to do.
 func readManifest(authDir string) (*manifest.Manifest, error) {
@@ -212,7 +155,7 @@ func readManifest(authDir string) (*manifest.Manifest, error) {
 	}
 	m, err := manifest.Read(authDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no caw staging at %s (run caw setup first, or pass --auth-dir)", authDir)
+		return nil, withFix(fmt.Errorf("no caw staging at %s", authDir), "AuthDir", "run caw setup first, or pass %s")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("staging %s: %w", authDir, err)

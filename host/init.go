@@ -71,12 +71,12 @@ func ResolveInit(o InitOptions, exe string, lookPath func(string) (string, error
 		in.Mount = Mount{Source: abs, Target: InitPath, ReadOnly: true}
 	} else {
 		if !validVolume(src) {
-			return nil, usagef("--init-from %q: want an absolute path of a static caw-init or a volume name (letters, digits, _ . -)", src)
+			return nil, inputErrorf("From", "%q: want an absolute path of a static caw-init or a volume name (letters, digits, _ . -)", src)
 		}
 		in.Mount, in.Volume = Mount{Source: src, Target: InitDir, ReadOnly: true}, true
 	}
 	if len(o.Entrypoint) > 0 && (o.Entrypoint[0] == "" || strings.HasPrefix(o.Entrypoint[0], "[")) {
-		return nil, usagef("entrypoint %q: want the program's path first", o.Entrypoint[0])
+		return nil, inputErrorf("Entrypoint", "%q: want the program's path first", o.Entrypoint[0])
 	}
 	user := o.User
 	if user == "" {
@@ -121,12 +121,12 @@ func FindInit(goos, exe string, lookPath func(string) (string, error)) string {
 func checkStaticInit(p string) error {
 	f, err := elf.Open(p)
 	if err != nil {
-		return fmt.Errorf("caw-init %s: %w (install caw-init beside caw, or run caw install-init and use --init-from %s)", p, err, DefaultInitVolume)
+		return withFix(fmt.Errorf("caw-init %s: %w", p, err), "From", "install caw-init beside caw, or run caw install-init and use %s "+DefaultInitVolume)
 	}
 	defer f.Close()
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
-			return fmt.Errorf("caw-init %s is dynamically linked, so it cannot run in other images: build it with CGO_ENABLED=0, or run caw install-init and use --init-from %s", p, DefaultInitVolume)
+			return withFix(fmt.Errorf("caw-init %s is dynamically linked, so it cannot run in other images", p), "From", "build it with CGO_ENABLED=0, or run caw install-init and use %s "+DefaultInitVolume)
 		}
 	}
 	return nil
@@ -151,10 +151,10 @@ func validVolume(s string) bool {
 func checkUIDGID(s string) error {
 	u, g, ok := strings.Cut(s, ":")
 	if _, err := strconv.ParseUint(u, 10, 31); err != nil || !ok {
-		return usagef("--user %q: want numeric UID:GID (the image need not know the user)", s)
+		return inputErrorf("User", "%q: want numeric UID:GID (the image need not know the user)", s)
 	}
 	if _, err := strconv.ParseUint(g, 10, 31); err != nil {
-		return usagef("--user %q: want numeric UID:GID (the image need not know the user)", s)
+		return inputErrorf("User", "%q: want numeric UID:GID (the image need not know the user)", s)
 	}
 	return nil
 }
@@ -168,7 +168,7 @@ func RenderInit(mounts []Mount, in *Init, format string) (string, error) {
 	}
 	for _, e := range in.Env {
 		if format == FormatShell && strings.ContainsAny(e.Value, shellUnsafe) {
-			return "", fmt.Errorf("%s=%q contains characters an unquoted $(caw docker-flags) would split or glob; use --format json", e.Name, e.Value)
+			return "", withFix(fmt.Errorf("%s=%q contains characters an unquoted $(caw docker-flags) would split or glob", e.Name, e.Value), "format", "use %s json")
 		}
 	}
 	switch format {
@@ -234,7 +234,7 @@ func RenderInit(mounts []Mount, in *Init, format string) (string, error) {
 			ContainerEnv    map[string]string `json:"containerEnv"`
 		}{false, dc.Mounts, env})
 	}
-	return "", usagef("unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
+	return "", inputErrorf("", "unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
 }
 
 // InstallInit copies the caw-init beside exe into dir (a volume mounted in

@@ -139,7 +139,7 @@ volumes:
 	}
 	// A value word splitting would break is refused in shell form.
 	spaced := &Init{Mount: vol.Mount, Volume: true, Entrypoint: InitPath, Env: []Env{{"CAW_ENTRYPOINT", `["tini","--"]`}}}
-	if _, err := RenderInit(mounts, spaced, FormatShell); err == nil || !strings.Contains(err.Error(), "--format json") {
+	if _, err := RenderInit(mounts, spaced, FormatShell); err == nil || !strings.Contains(err.Error(), "use format json") {
 		t.Errorf("shell with a JSON entrypoint: %v", err)
 	}
 }

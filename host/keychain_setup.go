@@ -64,7 +64,7 @@ type mirrorer struct {
 // it): staging is mounted into containers and holds no secret.
 func checkMirrorDir(mirrorDir, authDir string) error {
 	if within(mirrorDir, authDir) || within(authDir, mirrorDir) {
-		return usagef("the Keychain mirror dir %s and the staging dir %s must not contain one another: staging holds no secret (pass another --auth-dir)", mirrorDir, authDir)
+		return inputErrorf("AuthDir", "%s and the Keychain mirror dir %s must not contain one another: staging holds no secret", authDir, mirrorDir)
 	}
 	return nil
 }

@@ -161,9 +161,9 @@ func TestSetupMirrorDirInsideStaging(t *testing.T) {
 	home, f := macHome(t)
 	auth := filepath.Join(t.TempDir(), "auth")
 	_, err := Setup(SetupOptions{AuthDir: auth, SourceHome: home, Now: clock, Keychain: f.Store(), KeychainUser: "alice", MirrorDir: filepath.Join(auth, "kc")})
-	var ue *UsageError
-	if !errors.As(err, &ue) {
-		t.Fatalf("Setup: %v, want a usage error", err)
+	var ie *InputError
+	if !errors.As(err, &ie) || ie.Option != "AuthDir" {
+		t.Fatalf("Setup: %v, want an input error on AuthDir", err)
 	}
 	if _, err := os.Stat(auth); !errors.Is(err, os.ErrNotExist) {
 		t.Error("staging was written")

@@ -8,7 +8,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/caw-dev/caw/agents"
@@ -80,8 +79,59 @@ type SetupResult struct {
 
 // Setup stages the agents' configs and credential mount targets in
 // opts.AuthDir, replacing any previous staging atomically: a failed Setup
-// leaves the previous staging as it was.
+// leaves the previous staging as it was. It resolves the options, plans each
+// agent's files in memory (reading and checking every input), and only then
+// writes the staging dir.
 func Setup(opts SetupOptions) (*SetupResult, error) {
+	s, err := resolveSetup(opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range s.names {
+		if err := s.planAgent(name); err != nil {
+			return s.res, err
+		}
+	}
+	m := s.plan.manifest
+	if len(m.Agents) == 0 {
+		if s.explicit {
+			return s.res, fmt.Errorf("no agent to set up: none of %s has a usable credential under %s", strings.Join(s.names, ", "), s.srcHome)
+		}
+		return s.res, withFix(fmt.Errorf("no agent to set up: found no credential of %s under %s", strings.Join(agents.Names(), ", "), s.srcHome),
+			"SourceHome", "log in to an agent first, or pass %s")
+	}
+	if err := s.plan.write(s.authDir); err != nil {
+		return s.res, err
+	}
+	s.res.Manifest = m
+	if s.mir != nil {
+		if s.res.BridgeConfig, err = s.mir.save(); err != nil {
+			return s.res, err
+		}
+	}
+	return s.res, nil
+}
+
+// setupRun is one Setup: its options resolved, and what it has planned.
+type setupRun struct {
+	opts     SetupOptions
+	authDir  string // absolute
+	srcHome  string // absolute, a directory
+	ctrHome  string // clean, absolute
+	now      func() time.Time
+	names    []string // the agents to try, in table order
+	explicit bool     // the caller named them (a missing credential warns)
+	env      agents.Env
+	mir      *mirrorer // nil: no Keychain
+	// oldTargets are the previous staging's credential mount targets.
+	oldTargets map[string]string
+	plan       *stagingPlan
+	res        *SetupResult
+}
+
+// resolveSetup checks opts and fills in their defaults; nothing is read
+// from the agents' files yet.
+func resolveSetup(opts SetupOptions) (*setupRun, error) {
 	if opts.AuthDir == "" {
 		return nil, errors.New("setup: no staging dir given")
 	}
@@ -90,186 +140,184 @@ func Setup(opts SetupOptions) (*SetupResult, error) {
 		return nil, err
 	}
 	if opts.SourceHome == "" {
-		return nil, usagef("no source home: $HOME is not set (pass --source-home)")
+		return nil, inputErrorf("SourceHome", "is empty: want the host home the agents' files are under")
 	}
 	srcHome, err := absClean(opts.SourceHome)
 	if err != nil {
 		return nil, err
 	}
 	if fi, err := os.Stat(srcHome); err != nil || !fi.IsDir() {
-		return nil, usagef("--source-home %s is not a directory", srcHome)
+		return nil, inputErrorf("SourceHome", "%s is not a directory", srcHome)
 	}
 	ctrHome := opts.ContainerHome
 	if ctrHome == "" {
 		ctrHome = DefaultContainerHome
 	}
 	if !path.IsAbs(ctrHome) || path.Clean(ctrHome) != ctrHome || strings.ContainsAny(ctrHome, "\x00\n") {
-		return nil, usagef("--container-home %q: want a clean absolute path such as %s", ctrHome, DefaultContainerHome)
+		return nil, inputErrorf("ContainerHome", "%q: want a clean absolute path such as %s", ctrHome, DefaultContainerHome)
 	}
-	now := time.Now
+	s := &setupRun{
+		opts: opts, authDir: authDir, srcHome: srcHome, ctrHome: ctrHome, now: time.Now,
+		names: opts.Agents, explicit: len(opts.Agents) > 0,
+		env: agents.Env{Home: srcHome, Getenv: opts.Getenv}, res: &SetupResult{AuthDir: authDir},
+	}
 	if opts.Now != nil {
-		now = opts.Now
+		s.now = opts.Now
 	}
-	res := &SetupResult{AuthDir: authDir}
-	warn := func(format string, args ...any) { res.Warnings = append(res.Warnings, fmt.Sprintf(format, args...)) }
-
-	names, explicit := opts.Agents, len(opts.Agents) > 0
-	if !explicit {
-		names = agents.Names()
+	if !s.explicit {
+		s.names = agents.Names()
 	}
-	env := agents.Env{Home: srcHome, Getenv: opts.Getenv}
-	var mir *mirrorer
+	for _, name := range s.names {
+		if _, ok := agents.Lookup(name); !ok {
+			return nil, inputErrorf("Agents", "%q: unknown agent (available: %s)", name, strings.Join(agents.Names(), ", "))
+		}
+	}
+	for name, strat := range opts.Strategies {
+		if _, ok := agents.Lookup(name); !ok {
+			return nil, inputErrorf("Strategies", "%q: unknown agent (available: %s)", name+"="+strat, strings.Join(agents.Names(), ", "))
+		}
+		if strat != manifest.StrategyBind && strat != manifest.StrategyBindDir {
+			return nil, inputErrorf("Strategies", "%q: want bind or bind-dir (copy would put the secret into staging)", name+"="+strat)
+		}
+	}
 	if opts.Keychain != nil {
-		dir := opts.MirrorDir
-		if dir == "" {
-			dir = DefaultMirrorDir(srcHome)
-		}
-		if dir, err = absClean(dir); err != nil {
+		if s.mir, err = s.newMirrorer(); err != nil {
 			return nil, err
 		}
-		if err := checkMirrorDir(dir, authDir); err != nil {
-			return nil, err
-		}
-		mir = &mirrorer{store: opts.Keychain, user: opts.KeychainUser, dir: dir, now: now(), warn: warn}
 	}
-	m := &manifest.Manifest{
-		Version: manifest.Version, CreatedAt: now().UTC().Format(time.RFC3339),
+	s.plan = &stagingPlan{manifest: &manifest.Manifest{
+		Version: manifest.Version, CreatedAt: s.now().UTC().Format(time.RFC3339),
 		HostHome: srcHome, ContainerHome: ctrHome, MountPoint: manifest.DefaultMountPoint,
 		User: opts.User, Agents: map[string]manifest.Agent{},
-	}
-	type staged struct {
-		src  string
-		data []byte // nil: empty placeholder file
-		dir  bool   // placeholder directory
-	}
-	var files []staged
-	var locks []string
-	oldTargets := map[string]string{}
+	}}
+	s.oldTargets = map[string]string{}
 	if old, err := manifest.Read(authDir); err == nil {
 		for _, e := range old.Entries() {
 			if e.Synced() {
-				oldTargets[e.Agent] = e.MountSrc()
+				s.oldTargets[e.Agent] = e.MountSrc()
 			}
 		}
 	}
-	for _, name := range names {
-		a, ok := agents.Lookup(name)
-		if !ok {
-			return nil, usagef("unknown agent %q (available: %s, or all)", name, strings.Join(agents.Names(), ", "))
+	return s, nil
+}
+
+// newMirrorer resolves the Keychain mirror dir, away from staging.
+func (s *setupRun) newMirrorer() (*mirrorer, error) {
+	dir := s.opts.MirrorDir
+	if dir == "" {
+		dir = DefaultMirrorDir(s.srcHome)
+	}
+	dir, err := absClean(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMirrorDir(dir, s.authDir); err != nil {
+		return nil, err
+	}
+	return &mirrorer{store: s.opts.Keychain, user: s.opts.KeychainUser, dir: dir, now: s.now(), warn: s.warn}, nil
+}
+
+func (s *setupRun) warn(format string, args ...any) {
+	s.res.Warnings = append(s.res.Warnings, fmt.Sprintf(format, args...))
+}
+
+// planAgent adds agent name's credential mount target and cleaned configs
+// to the plan. An agent without a usable credential file is skipped with a
+// warning; a config that cannot be read or cleaned is an error.
+func (s *setupRun) planAgent(name string) error {
+	a, _ := agents.Lookup(name) // known: resolveSetup checked
+	strat := a.Strategy
+	if st, ok := s.opts.Strategies[name]; ok {
+		strat = st
+	}
+	credPath := a.Credential.Locate(s.env)
+	var kcItem *keychain.Item
+	if s.mir != nil {
+		if p, it, ok := s.mir.locate(a, s.env, credPath); ok {
+			credPath, kcItem = p, &it
 		}
-		strat := a.Strategy
-		if s, ok := opts.Strategies[name]; ok {
-			strat = s
+	}
+	data, _, err := readRegular(credPath, maxCredentialSize, true)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.warn("%s: cannot use the credential %s, skipped: %v", name, credPath, trimPathErr(err))
+		} else if s.explicit {
+			s.warn("%s: no credential at %s, skipped (log in to %s on this host first)", name, credPath, name)
 		}
-		credPath := a.Credential.Locate(env)
-		var kcItem *keychain.Item
-		if mir != nil {
-			if p, it, ok := mir.locate(a, env, credPath); ok {
-				credPath, kcItem = p, &it
-			}
-		}
-		data, _, err := readRegular(credPath, maxCredentialSize, true)
+		return nil
+	}
+	st := agents.Classify(a.Format, data, s.now())
+	if !st.State.Usable() {
+		s.warn("%s: the credential %s is %s; staged anyway, but the container will need a fresh login (log in again on the host)",
+			name, credPath, st.Describe(s.now()))
+	}
+	ag := manifest.Agent{Files: []manifest.File{s.planCredential(a, strat, credPath)}}
+	sa := StagedAgent{Name: name, Strategy: strat, Credential: credPath, Status: st, Keychain: kcItem}
+	for _, c := range a.Configs {
+		f, p, err := s.planConfig(name, c)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				if explicit {
-					warn("%s: no credential at %s, skipped (log in to %s on this host first)", name, credPath, name)
-				}
-			} else {
-				warn("%s: cannot use the credential %s, skipped: %v", name, credPath, trimPathErr(err))
-			}
-			continue
+			return err
 		}
-		st := agents.Classify(a.Format, data, now())
-		if !st.State.Usable() {
-			warn("%s: the credential %s is %s; staged anyway, but the container will need a fresh login (log in again on the host)",
-				name, credPath, st.Describe(now()))
-		}
-		cred := manifest.File{
-			ContainerTarget: a.Credential.Target, HostOriginal: relToHome(srcHome, credPath),
-			Type: manifest.TypeCredential, Strategy: strat, Mode: fmt.Sprintf("%04o", a.Credential.Mode), Format: a.Format,
-		}
-		mt := a.Credential.MountTarget(strat == manifest.StrategyBindDir, !opts.UnlockedMounts)
-		if strat == manifest.StrategyBindDir {
-			cred.Src = path.Join(mt, filepath.Base(credPath))
-			files = append(files, staged{src: mt, dir: true})
-		} else {
-			cred.Src = mt
-			files = append(files, staged{src: mt})
-		}
-		if !opts.UnlockedMounts {
-			locks = append(locks, a.Credential.LockDir)
-		}
-		if old := oldTargets[name]; old != "" && old != mt {
-			warn("%s: the credential's mount target moved from %s to %s in staging; containers started before this setup have lost their %s credential mount: restart them",
-				name, old, mt, name)
-		}
-		ag := manifest.Agent{Files: []manifest.File{cred}}
-		sa := StagedAgent{Name: name, Strategy: strat, Credential: credPath, Status: st, Keychain: kcItem}
-		for _, c := range a.Configs {
-			p := c.Locate(env)
-			raw, _, err := readRegular(p, maxConfigSize, false)
-			if errors.Is(err, fs.ErrNotExist) {
-				warn("%s: no config at %s, skipped", name, p)
-				continue
-			}
-			if err != nil {
-				return res, fmt.Errorf("%s: config %s: %v (fix or remove it, or leave %s out with --agents)", name, p, trimPathErr(err), name)
-			}
-			out := raw
-			if c.Clean != nil {
-				out, err = c.Clean(raw, agents.CleanOptions{ContainerHome: ctrHome})
-				if err != nil {
-					return res, fmt.Errorf("%s: config %s: %v (fix the file, or leave %s out with --agents)", name, p, err, name)
-				}
-			}
-			ag.Files = append(ag.Files, manifest.File{
-				Src: c.Src, ContainerTarget: c.Target, HostOriginal: relToHome(srcHome, p),
-				Type: manifest.TypeConfig, Strategy: manifest.StrategyCopy, Mode: fmt.Sprintf("%04o", c.Mode),
-			})
-			files = append(files, staged{src: c.Src, data: out})
+		if f != nil {
+			ag.Files = append(ag.Files, *f)
 			sa.Configs = append(sa.Configs, p)
 		}
-		m.Agents[name] = ag
-		res.Agents = append(res.Agents, sa)
 	}
-	if len(m.Agents) == 0 {
-		if explicit {
-			return res, fmt.Errorf("no agent to set up: none of %s has a usable credential under %s", strings.Join(names, ", "), srcHome)
-		}
-		return res, fmt.Errorf("no agent to set up: found no credential of %s under %s (log in to an agent first, or pass --source-home)",
-			strings.Join(agents.Names(), ", "), srcHome)
+	s.plan.manifest.Agents[name] = ag
+	s.res.Agents = append(s.res.Agents, sa)
+	return nil
+}
+
+// planCredential plans the credential's empty mount target (and its lock
+// dir) and returns its manifest entry.
+func (s *setupRun) planCredential(a agents.Agent, strat, credPath string) manifest.File {
+	cred := manifest.File{
+		ContainerTarget: a.Credential.Target, HostOriginal: relToHome(s.srcHome, credPath),
+		Type: manifest.TypeCredential, Strategy: strat, Mode: fmt.Sprintf("%04o", a.Credential.Mode), Format: a.Format,
 	}
-	mdata, err := m.Marshal()
+	mt := a.Credential.MountTarget(strat == manifest.StrategyBindDir, !s.opts.UnlockedMounts)
+	if strat == manifest.StrategyBindDir {
+		cred.Src = path.Join(mt, filepath.Base(credPath))
+		s.plan.files = append(s.plan.files, plannedFile{src: mt, dir: true})
+	} else {
+		cred.Src = mt
+		s.plan.files = append(s.plan.files, plannedFile{src: mt})
+	}
+	if !s.opts.UnlockedMounts {
+		s.plan.locks = append(s.plan.locks, a.Credential.LockDir)
+	}
+	if old := s.oldTargets[a.Name]; old != "" && old != mt {
+		s.warn("%s: the credential's mount target moved from %s to %s in staging; containers started before this setup have lost their %s credential mount: restart them",
+			a.Name, old, mt, a.Name)
+	}
+	return cred
+}
+
+// planConfig reads and cleans one config and plans its copy; it returns
+// nil (and a warning) for a config that does not exist, and the host path
+// it read.
+func (s *setupRun) planConfig(name string, c agents.FileSpec) (*manifest.File, string, error) {
+	p := c.Locate(s.env)
+	raw, _, err := readRegular(p, maxConfigSize, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		s.warn("%s: no config at %s, skipped", name, p)
+		return nil, p, nil
+	}
 	if err != nil {
-		return res, fmt.Errorf("setup: %w", err)
+		return nil, p, withFix(fmt.Errorf("%s: config %s: %v", name, p, trimPathErr(err)), "Agents", "fix or remove it, or leave "+name+" out with %s")
 	}
-	err = replaceDir(authDir, locks, func(root *os.Root) error {
-		for _, f := range files {
-			if err := root.MkdirAll(path.Dir(f.src), 0o700); err != nil {
-				return err
-			}
-			if f.dir {
-				if err := root.Mkdir(f.src, 0o700); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := writeNew(root, f.src, f.data); err != nil {
-				return err
-			}
-		}
-		return writeNew(root, manifest.FileName, mdata)
-	})
-	if err != nil {
-		return res, err
-	}
-	res.Manifest = m
-	if mir != nil {
-		if res.BridgeConfig, err = mir.save(); err != nil {
-			return res, err
+	out := raw
+	if c.Clean != nil {
+		out, err = c.Clean(raw, agents.CleanOptions{ContainerHome: s.ctrHome})
+		if err != nil {
+			return nil, p, withFix(fmt.Errorf("%s: config %s: %v", name, p, err), "Agents", "fix the file, or leave "+name+" out with %s")
 		}
 	}
-	return res, nil
+	s.plan.files = append(s.plan.files, plannedFile{src: c.Src, data: out})
+	return &manifest.File{
+		Src: c.Src, ContainerTarget: c.Target, HostOriginal: relToHome(s.srcHome, p),
+		Type: manifest.TypeConfig, Strategy: manifest.StrategyCopy, Mode: fmt.Sprintf("%04o", c.Mode),
+	}, p, nil
 }
 
 func trimPathErr(err error) error {
@@ -288,219 +336,4 @@ func relToHome(home, p string) string {
 		return filepath.ToSlash(p)
 	}
 	return filepath.ToSlash(r)
-}
-
-func writeNew(root *os.Root, name string, data []byte) error {
-	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// replaceDir builds a new staging beside dir with fill and puts it in place.
-// A new dir is renamed into place, its lock dirs (locks) locked first. An
-// existing one is updated in place rather than swapped: a running
-// container's mounts hang on the staging dir's inode and on each
-// placeholder's, and unlinking or replacing a placeholder on the host
-// detaches the credential mount inside every container using it (the kernel
-// lazily unmounts mounts on a removed dentry). So placeholders already in
-// place are kept, content files are renamed over their old versions,
-// manifest.json last (the commit point), and only then is what the new
-// staging no longer has removed. Every input is read and checked before
-// fill runs, so a bad input leaves the previous staging untouched; an I/O
-// error mid-way leaves the previous manifest in force with all its files
-// present.
-func replaceDir(dir string, locks []string, fill func(*os.Root) error) error {
-	parent, base := filepath.Split(dir)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", parent, err)
-	}
-	unlock, err := lockStaging(dir)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	exists, err := checkStagingDir(dir)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp(parent, "."+base+".new-")
-	if err != nil {
-		return fmt.Errorf("create staging beside %s: %w", dir, err)
-	}
-	defer removeTmp(tmp)
-	if err := os.Chmod(tmp, 0o700); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	root, err := os.OpenRoot(tmp)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", tmp, err)
-	}
-	err = fill(root)
-	if err == nil && !exists {
-		for _, l := range locks {
-			if err = root.Chmod(l, lockedPerm); err != nil {
-				break
-			}
-		}
-	}
-	root.Close()
-	if err != nil {
-		return fmt.Errorf("write staging %s: %w", tmp, err)
-	}
-	if !exists {
-		if err := os.Rename(tmp, dir); err != nil {
-			return fmt.Errorf("put staging in place: %w", err)
-		}
-		return nil
-	}
-	if err := mergeInto(tmp, dir, locks); err != nil {
-		return fmt.Errorf("update staging %s: %w", dir, err)
-	}
-	return nil
-}
-
-// mergeInto makes dir hold exactly what tmp holds, keeping the inode of
-// every directory and empty placeholder that is already in place. A lock
-// dir (locks) is never opened in dir: one that lists the same placeholders
-// is kept as it is; any other is retired and tmp's put in its place, locked.
-func mergeInto(tmp, dir string, locks []string) error {
-	src, err := os.OpenRoot(tmp)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer dst.Close()
-
-	isLock := map[string]bool{}
-	for _, l := range locks {
-		isLock[l] = true
-	}
-	keep := map[string]bool{}
-	var files []string
-	err = fs.WalkDir(src.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		keep[p] = true
-		if !d.IsDir() {
-			if p != manifest.FileName {
-				files = append(files, p)
-			}
-			return nil
-		}
-		if isLock[p] {
-			return fs.SkipDir // placed below, after its parents
-		}
-		fi, err := dst.Lstat(p)
-		if err == nil && fi.IsDir() {
-			if fi.Mode().Perm()&0o100 == 0 {
-				// A lock dir of an older layout at a path that is now a
-				// plain directory: never open it in place.
-				if err := retire(dir, dst, p); err != nil {
-					return err
-				}
-				return dst.Mkdir(p, 0o700)
-			}
-			return dst.Chmod(p, 0o700)
-		}
-		if err == nil {
-			if err := dst.RemoveAll(p); err != nil {
-				return err
-			}
-		}
-		return dst.Mkdir(p, 0o700)
-	})
-	if err != nil {
-		return err
-	}
-	// Parents are real directories now (checked through dst, which
-	// refuses symlinks out of it), so plain renames stay inside dir.
-	put := func(p string) error {
-		if fi, err := dst.Lstat(p); err == nil && fi.IsDir() {
-			if err := removeEntry(dir, dst, p, fi); err != nil {
-				return err
-			}
-		}
-		return os.Rename(filepath.Join(tmp, p), filepath.Join(dir, p))
-	}
-	for _, p := range files {
-		nfi, err := src.Lstat(p)
-		if err != nil {
-			return err
-		}
-		if ofi, err := dst.Lstat(p); err == nil && ofi.Mode().IsRegular() && ofi.Size() == 0 && nfi.Size() == 0 {
-			if err := dst.Chmod(p, 0o600); err != nil {
-				return err
-			}
-			continue // an empty placeholder already in place: keep its inode
-		}
-		if err := put(p); err != nil {
-			return err
-		}
-	}
-	for _, l := range locks {
-		if err := placeLock(tmp, dir, src, dst, l); err != nil {
-			return fmt.Errorf("lock dir %s: %w", l, err)
-		}
-	}
-	if err := put(manifest.FileName); err != nil {
-		return err
-	}
-	// What the new staging does not have goes, deepest first.
-	var stale []string
-	fs.WalkDir(dst.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if !keep[p] {
-			stale = append(stale, p)
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-		} else if isLock[p] {
-			return fs.SkipDir // kept whole, never opened
-		}
-		return nil
-	})
-	for _, p := range stale {
-		fi, err := dst.Lstat(p)
-		if err != nil {
-			continue
-		}
-		if err := removeEntry(dir, dst, p, fi); err != nil {
-			return fmt.Errorf("remove %s: %w", p, err)
-		}
-	}
-	return dst.Chmod(".", 0o700)
-}
-
-// lockStaging serialises setups and teardowns of one staging dir (two
-// merges into the same dir would mix their files) with an flock on a lock
-// file beside it.
-func lockStaging(dir string) (unlock func(), err error) {
-	parent, base := filepath.Split(dir)
-	p := filepath.Join(parent, "."+base+".lock")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", p, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", p, err)
-	}
-	return func() { f.Close() }, nil
 }

@@ -161,10 +161,7 @@ func TestSetupAgentDirsFromEnv(t *testing.T) {
 
 func TestSetupStrategyOverride(t *testing.T) {
 	home := fakeHome(t)
-	strats, err := ParseStrategies([]string{"claude=bind", "codex=bind-dir"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	strats := map[string]string{"claude": "bind", "codex": "bind-dir"}
 	_, dir := setup(t, home, func(o *SetupOptions) { o.Agents = []string{"claude", "codex"}; o.Strategies = strats })
 	m, err := manifest.Read(dir)
 	if err != nil {
@@ -194,36 +191,6 @@ func TestSetupStrategyOverride(t *testing.T) {
 	}
 	if !reflect.DeepEqual(mounts, want) {
 		t.Errorf("mounts %+v\nwant %+v", mounts, want)
-	}
-}
-
-func TestParseAgentsAndStrategies(t *testing.T) {
-	for in, want := range map[string]string{
-		"claude,codex": "claude,codex", "all": "claude,codex,gemini,opencode", "codex, CLAUDE": "claude,codex",
-		"gemini,all": "claude,codex,gemini,opencode", "": "", ",": "",
-	} {
-		got, err := ParseAgents([]string{in})
-		if err != nil || strings.Join(got, ",") != want {
-			t.Errorf("ParseAgents(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	_, err := ParseAgents([]string{"claude,cursor"})
-	var ue *UsageError
-	if !errors.As(err, &ue) || err.Error() != `unknown agent "cursor" (available: claude, codex, gemini, opencode, or all)` {
-		t.Errorf("unknown agent: %v", err)
-	}
-	bad := map[string]string{
-		"claude":        `--strategy "claude": want AGENT=STRATEGY, for example claude=bind`,
-		"=bind":         `--strategy "=bind": want AGENT=STRATEGY, for example claude=bind`,
-		"cursor=bind":   `--strategy "cursor=bind": unknown agent "cursor" (available: claude, codex, gemini, opencode)`,
-		"claude=copy":   `--strategy "claude=copy": copy is for configs only; a credential is bind or bind-dir (copy would put the secret into staging)`,
-		"claude=mirror": `--strategy "claude=mirror": unknown strategy "mirror" (want bind or bind-dir)`,
-	}
-	for in, want := range bad {
-		_, err := ParseStrategies([]string{in})
-		if !errors.As(err, &ue) || err.Error() != want {
-			t.Errorf("ParseStrategies(%q) = %v, want %s", in, err, want)
-		}
 	}
 }
 
@@ -276,38 +243,7 @@ func TestSetupSkipsAndWarns(t *testing.T) {
 			}
 		}
 	})
-	t.Run("credential not a regular file", func(t *testing.T) {
-		home := fakeHome(t)
-		cred := filepath.Join(home, ".codex/auth.json")
-		os.Remove(cred)
-		os.Mkdir(cred, 0o700)
-		gem := filepath.Join(home, ".gemini/oauth_creds.json")
-		os.Remove(gem)
-		if err := syscall_mkfifo(gem); err != nil {
-			t.Fatal(err)
-		}
-		oc := filepath.Join(home, ".local/share/opencode/auth.json")
-		os.Remove(oc)
-		os.Symlink(filepath.Join(home, ".codex/config.toml"), oc)
-		res, _ := setup(t, home)
-		var names []string
-		for _, a := range res.Agents {
-			names = append(names, a.Name)
-		}
-		if strings.Join(names, ",") != "claude" {
-			t.Errorf("agents %q", names)
-		}
-		ws := strings.Join(res.Warnings, "\n")
-		for _, want := range []string{
-			"codex: cannot use the credential " + cred + ", skipped: " + cred + " is not a regular file (a directory)",
-			"gemini: cannot use the credential " + gem + ", skipped: " + gem + " is not a regular file (a FIFO)",
-			"opencode: cannot use the credential " + oc + ", skipped: " + oc + " is a symlink",
-		} {
-			if !strings.Contains(ws, want) {
-				t.Errorf("warnings lack %q:\n%s", want, ws)
-			}
-		}
-	})
+	t.Run("credential not a regular file", testSetupCredentialNotRegular)
 	t.Run("none usable", func(t *testing.T) {
 		home := t.TempDir()
 		dir := filepath.Join(t.TempDir(), "auth")
@@ -325,6 +261,41 @@ func TestSetupSkipsAndWarns(t *testing.T) {
 	})
 }
 
+// testSetupCredentialNotRegular: a directory, a FIFO or a symlink where a
+// credential should be is skipped with a warning naming it.
+func testSetupCredentialNotRegular(t *testing.T) {
+	home := fakeHome(t)
+	cred := filepath.Join(home, ".codex/auth.json")
+	os.Remove(cred)
+	os.Mkdir(cred, 0o700)
+	gem := filepath.Join(home, ".gemini/oauth_creds.json")
+	os.Remove(gem)
+	if err := syscall_mkfifo(gem); err != nil {
+		t.Fatal(err)
+	}
+	oc := filepath.Join(home, ".local/share/opencode/auth.json")
+	os.Remove(oc)
+	os.Symlink(filepath.Join(home, ".codex/config.toml"), oc)
+	res, _ := setup(t, home)
+	var names []string
+	for _, a := range res.Agents {
+		names = append(names, a.Name)
+	}
+	if strings.Join(names, ",") != "claude" {
+		t.Errorf("agents %q", names)
+	}
+	ws := strings.Join(res.Warnings, "\n")
+	for _, want := range []string{
+		"codex: cannot use the credential " + cred + ", skipped: " + cred + " is not a regular file (a directory)",
+		"gemini: cannot use the credential " + gem + ", skipped: " + gem + " is not a regular file (a FIFO)",
+		"opencode: cannot use the credential " + oc + ", skipped: " + oc + " is a symlink",
+	} {
+		if !strings.Contains(ws, want) {
+			t.Errorf("warnings lack %q:\n%s", want, ws)
+		}
+	}
+}
+
 func TestSetupBadInput(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -334,21 +305,23 @@ func TestSetupBadInput(t *testing.T) {
 		usage  bool
 	}{
 		{"malformed .claude.json", func(h string) { writeFile(t, filepath.Join(h, ".claude.json"), `{"numStartups": 3,`) }, nil,
-			"claude: config %H/.claude.json: parse .claude.json: unexpected end of JSON input (fix the file, or leave claude out with --agents)", false},
+			"claude: config %H/.claude.json: parse .claude.json: unexpected end of JSON input (fix the file, or leave claude out with Agents)", false},
 		{"malformed config.toml", func(h string) { writeFile(t, filepath.Join(h, ".codex/config.toml"), "[projects\nmodel = 1\n") }, nil,
 			"codex: config %H/.codex/config.toml: parse config.toml:", false},
 		{"config is a directory", func(h string) {
 			os.Remove(filepath.Join(h, ".gemini/settings.json"))
 			os.Mkdir(filepath.Join(h, ".gemini/settings.json"), 0o700)
-		}, nil, "gemini: config %H/.gemini/settings.json: %H/.gemini/settings.json is not a regular file (a directory) (fix or remove it, or leave gemini out with --agents)", false},
+		}, nil, "gemini: config %H/.gemini/settings.json: %H/.gemini/settings.json is not a regular file (a directory) (fix or remove it, or leave gemini out with Agents)", false},
 		{"relative container home", nil, func(o *SetupOptions) { o.ContainerHome = "home/dev" },
-			`--container-home "home/dev": want a clean absolute path such as /home/playground`, true},
+			`ContainerHome "home/dev": want a clean absolute path such as /home/playground`, true},
 		{"unclean container home", nil, func(o *SetupOptions) { o.ContainerHome = "/home/dev/" },
-			`--container-home "/home/dev/": want a clean absolute path such as /home/playground`, true},
+			`ContainerHome "/home/dev/": want a clean absolute path such as /home/playground`, true},
 		{"source home missing", nil, func(o *SetupOptions) { o.SourceHome = "/nonexistent/home" },
-			"--source-home /nonexistent/home is not a directory", true},
+			"SourceHome /nonexistent/home is not a directory", true},
 		{"unknown agent", nil, func(o *SetupOptions) { o.Agents = []string{"cursor"} },
-			`unknown agent "cursor" (available: claude, codex, gemini, opencode, or all)`, true},
+			`Agents "cursor": unknown agent (available: claude, codex, gemini, opencode)`, true},
+		{"copy strategy", nil, func(o *SetupOptions) { o.Strategies = map[string]string{"claude": "copy"} },
+			`Strategies "claude=copy": want bind or bind-dir (copy would put the secret into staging)`, true},
 		{"user with newline", nil, func(o *SetupOptions) { o.User = "dev\nroot" },
 			`setup: manifest.json: user: "dev\nroot" contains a control character`, false},
 	}
@@ -370,9 +343,9 @@ func TestSetupBadInput(t *testing.T) {
 			if err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Fatalf("err\n got %v\nwant %s", err, want)
 			}
-			var ue *UsageError
-			if errors.As(err, &ue) != tc.usage {
-				t.Errorf("usage error = %v, want %v", !tc.usage, tc.usage)
+			var ie *InputError
+			if errors.As(err, &ie) != tc.usage {
+				t.Errorf("input error = %v, want %v", !tc.usage, tc.usage)
 			}
 			if after := snapshot(t, dir); !reflect.DeepEqual(before, after) {
 				t.Errorf("failed setup changed the previous staging")
@@ -429,7 +402,7 @@ func TestSetupRefusesStaging(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := Setup(SetupOptions{AuthDir: link, SourceHome: home, Now: clock})
-		if err == nil || err.Error() != "staging dir "+link+" is a symlink; caw refuses to write or delete through it (remove the link, or pass --auth-dir a real directory)" {
+		if err == nil || err.Error() != "staging dir "+link+" is a symlink; caw refuses to write or delete through it (remove the link, or pass AuthDir a real directory)" {
 			t.Errorf("err %v", err)
 		}
 		if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {

@@ -84,8 +84,8 @@ func Status(opts StatusOptions) (*StatusReport, error) {
 	want := map[string]bool{}
 	for _, a := range opts.Agents {
 		if _, ok := m.Agents[a]; !ok {
-			return nil, fmt.Errorf("agent %s is not in the staging at %s (it has: %s; run caw setup --agents %s)",
-				a, opts.AuthDir, strings.Join(manifestAgents(m), ", "), a)
+			return nil, withFix(fmt.Errorf("agent %s is not in the staging at %s, which has: %s", a, opts.AuthDir, strings.Join(manifestAgents(m), ", ")),
+				"Agents", "run caw setup %s "+a)
 		}
 		want[a] = true
 	}

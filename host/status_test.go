@@ -149,11 +149,11 @@ func keys(m map[string]any) string {
 func TestStatusErrors(t *testing.T) {
 	home := fakeHome(t)
 	_, dir := setup(t, home, func(o *SetupOptions) { o.Agents = []string{"claude"} })
-	if _, err := Status(StatusOptions{AuthDir: dir, Agents: []string{"codex"}}); err == nil || !strings.Contains(err.Error(), "agent codex is not in the staging at "+dir+" (it has: claude; run caw setup --agents codex)") {
+	if _, err := Status(StatusOptions{AuthDir: dir, Agents: []string{"codex"}}); err == nil || !strings.Contains(err.Error(), "agent codex is not in the staging at "+dir+", which has: claude (run caw setup Agents codex)") {
 		t.Errorf("agent not staged: %v", err)
 	}
 	empty := filepath.Join(t.TempDir(), "none")
-	if _, err := Status(StatusOptions{AuthDir: empty}); err == nil || err.Error() != "no caw staging at "+empty+" (run caw setup first, or pass --auth-dir)" {
+	if _, err := Status(StatusOptions{AuthDir: empty}); err == nil || err.Error() != "no caw staging at "+empty+" (run caw setup first, or pass AuthDir)" {
 		t.Errorf("no staging: %v", err)
 	}
 	writeFile(t, filepath.Join(dir, "manifest.json"), `{"version":2}`)

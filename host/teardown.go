@@ -67,8 +67,8 @@ func Teardown(opts TeardownOptions) (*TeardownResult, error) {
 	res.Existed = true
 	res.Symlinks = symlinksInto(authDir, opts)
 	if len(res.Symlinks) > 0 && !opts.Force {
-		return res, fmt.Errorf("%w: %s (a leftover of caw's old symlink design); removing the staging dir would leave it dangling: log the agent in again on the host to replace it, or pass --force and re-authenticate every such agent",
-			ErrSymlinkedCredential, strings.Join(res.Symlinks, ", "))
+		return res, withFix(fmt.Errorf("%w: %s (a leftover of caw's old symlink design); removing the staging dir would leave it dangling",
+			ErrSymlinkedCredential, strings.Join(res.Symlinks, ", ")), "Force", "log the agent in again on the host to replace it, or pass %s and re-authenticate every such agent")
 	}
 	if opts.DryRun {
 		return res, nil

@@ -57,7 +57,7 @@ func TestTeardownSymlinkedCredential(t *testing.T) {
 
 	for _, dry := range []bool{true, false} {
 		res, err := Teardown(TeardownOptions{AuthDir: dir, DryRun: dry, Home: home})
-		if !errors.Is(err, ErrSymlinkedCredential) || !strings.Contains(err.Error(), cred) || !strings.Contains(err.Error(), "--force") {
+		if !errors.Is(err, ErrSymlinkedCredential) || !strings.Contains(err.Error(), cred) || !strings.Contains(err.Error(), "pass Force") {
 			t.Fatalf("dry=%v: %v", dry, err)
 		}
 		if !reflect.DeepEqual(res.Symlinks, []string{cred, oc}) {

@@ -12,10 +12,10 @@ cd "$(dirname "$0")/.."
 only=${1:-.}
 mutants=$(cat <<'LIST'
 sync/guard/policy.go ||| most recent change wins, reversed ||| case h.Changed:\n\t\t\tcmp = 1 ||| case h.Changed:\n\t\t\tcmp = -1
-sync/guard/policy.go ||| fresher side wins, reversed ||| if cmp > 0 {\n\t\tdst = host ||| if cmp < 0 {\n\t\tdst = host
+sync/guard/policy.go ||| fresher side wins, reversed ||| if cmp > 0 {\n\t\treturn host, true ||| if cmp < 0 {\n\t\treturn host, true
 sync/guard/policy.go ||| flush's last-chance update dropped ||| case in.Cause == onFlush:\n\t\t// dst holds ||| case in.Cause == onFlush && false:\n\t\t// dst holds
 sync/guard/policy.go ||| torn side written at once ||| if in.Cause != onFlush {\n\t\t\ta.say(2, "", "the %s side is %s; waiting ||| if false {\n\t\t\ta.say(2, "", "the %s side is %s; waiting
-sync/guard/policy.go ||| logout overwritten when both changed ||| if curChanged {\n\t\t\ta.Unowe, a.Dst = true, dst ||| if curChanged && !srcChanged {\n\t\t\ta.Unowe, a.Dst = true, dst
+sync/guard/policy.go ||| logout overwritten when both changed ||| if cur.Changed {\n\t\ta.Unowe, a.Dst = true, dst ||| if cur.Changed && !srcChanged {\n\t\ta.Unowe, a.Dst = true, dst
 sync/guard/policy.go ||| host login never wins ||| in.Now.Sub(in.HostWrittenAt) >= raceWindow ||| in.Now.Sub(in.HostWrittenAt) < 0
 sync/guard/policy.go ||| raced refresh taken for a login ||| in.Now.Sub(in.HostWrittenAt) >= raceWindow ||| in.Now.Sub(in.HostWrittenAt) >= 0
 sync/guard/policy.go ||| implausible expiry accepted ||| if why := h.Claims.Implausible; why != "" ||| if why := h.Claims.Implausible; why == "-"
@@ -26,7 +26,7 @@ sync/guard/policy.go ||| write-back budget never spent ||| if n > maxWriteBacks 
 sync/guard/policy.go ||| raced write-back not counted ||| if stop := budget(&a, in, dst); stop {\n\t\t\treturn a\n\t\t}\n\t\ta.say(2, "", "the %s side took ||| a.say(2, "", "the %s side took
 sync/guard/policy.go ||| rate limit off ||| if at := hostDueAt(in); at.After(in.Now) ||| if at := hostDueAt(in); false && at.After(in.Now)
 sync/guard/policy.go ||| flush rate-limited ||| if dst == host && in.Cause != onFlush { ||| if dst == host {
-sync/guard/policy.go ||| stub never repaired ||| if curChanged && in.RepairStubs && ||| if false && in.RepairStubs &&
+sync/guard/policy.go ||| stub never repaired ||| if cur.Changed && in.RepairStubs && ||| if false && in.RepairStubs &&
 sync/guard/policy.go ||| deleted file repaired (logout undone) ||| cur.St.State == agents.LoggedOut && ||| cur.St.State != agents.Valid &&
 sync/guard/policy.go ||| stub repaired over the side's own token ||| (cur.PrevMine && cur.PrevSum == src.Sum) ||| (cur.PrevSum == src.Sum)
 sync/guard/cred.go ||| swap ranking (beats) reversed ||| return ta > tb ||| return ta < tb

@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/init/pid1"
-	"github.com/caw-dev/caw/init/privdrop"
+	"github.com/caw-dev/caw/init/userspec"
 	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
 	"github.com/caw-dev/caw/sync/guard"
@@ -164,7 +164,7 @@ func resolveTarget(spec, fallbackHome string, logf func(int, string, ...any)) (*
 	if spec == "" {
 		return t, nil
 	}
-	id, err := privdrop.Resolve(spec, privdrop.PasswdPath, privdrop.GroupPath, egid)
+	id, err := userspec.Resolve(spec, userspec.PasswdPath, userspec.GroupPath, egid)
 	if err != nil {
 		return nil, err
 	}
@@ -177,9 +177,9 @@ func resolveTarget(spec, fallbackHome string, logf func(int, string, ...any)) (*
 		t.home, t.env = id.Home, id.Env(t.env)
 		return t, nil
 	}
-	if home, create := privdrop.HomeFor(id, fallbackHome, isDir); home != id.Home {
+	if home, create := userspec.HomeFor(id, fallbackHome, isDir); home != id.Home {
 		if create {
-			if err := privdrop.MakeHome(home, id.UID, id.GID); err != nil {
+			if err := userspec.MakeHome(home, id.UID, id.GID); err != nil {
 				return nil, fmt.Errorf("user %q has no home in the image: %w", spec, err)
 			}
 			logf(1, "user %q has no home in the image: created %s", spec, home)

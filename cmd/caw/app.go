@@ -39,9 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	var ue *host.UsageError
-	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "caw: %v\nRun 'caw --help' for usage.\n", err)
+	if ue, ok := asUsage(err); ok {
+		fmt.Fprintf(stderr, "caw: %v\nRun 'caw --help' for usage.\n", ue)
 		return exitUsage
 	}
 	var ec cli.ExitCoder
@@ -51,12 +50,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return ec.ExitCode()
 	}
-	fmt.Fprintf(stderr, "caw: error: %v\n", err)
+	fmt.Fprintf(stderr, "caw: error: %s\n", message(err))
 	return exitError
 }
 
 func usageErr(c *cli.Context, err error, _ bool) error {
-	return &host.UsageError{Msg: err.Error()}
+	return &usageError{msg: err.Error()}
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
@@ -84,14 +83,14 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 
 func noCommand(c *cli.Context) error {
 	if c.Args().Present() {
-		return &host.UsageError{Msg: fmt.Sprintf("unknown command %q", c.Args().First())}
+		return usagef("unknown command %q", c.Args().First())
 	}
 	if c.Command != nil && c.Command.Name == "auth" {
 		_ = cli.ShowSubcommandHelp(c)
 	} else {
 		_ = cli.ShowAppHelp(c)
 	}
-	return &host.UsageError{Msg: "no command given"}
+	return usagef("no command given")
 }
 
 func authDirFlag() cli.Flag {
@@ -114,7 +113,7 @@ func agentsFlag(usage string) cli.Flag {
 func noArgs(action cli.ActionFunc) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if c.Args().Present() {
-			return &host.UsageError{Msg: fmt.Sprintf("%s: unexpected argument %q", c.Command.Name, c.Args().First())}
+			return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().First())
 		}
 		return action(c)
 	}
@@ -234,22 +233,26 @@ func commands() []*cli.Command {
 	}
 }
 
-func cmdSetup(c *cli.Context) error {
+// setupOptions turns setup's flags into host.SetupOptions.
+func setupOptions(c *cli.Context) (host.SetupOptions, error) {
 	dir, err := authDir(c)
 	if err != nil {
-		return err
+		return host.SetupOptions{}, err
 	}
-	names, err := host.ParseAgents(c.StringSlice("agents"))
+	names, err := parseAgents(c.StringSlice("agents"))
 	if err != nil {
-		return err
+		return host.SetupOptions{}, err
 	}
-	strats, err := host.ParseStrategies(c.StringSlice("strategy"))
+	strats, err := parseStrategies(c.StringSlice("strategy"))
 	if err != nil {
-		return err
+		return host.SetupOptions{}, err
 	}
 	src := c.String("source-home")
 	if src == "" {
 		src, _ = os.UserHomeDir()
+	}
+	if src == "" {
+		return host.SetupOptions{}, usagef("no source home: $HOME is not set (pass --source-home)")
 	}
 	opts := host.SetupOptions{
 		AuthDir: dir, SourceHome: src, ContainerHome: c.String("container-home"), User: c.String("user"),
@@ -257,6 +260,14 @@ func cmdSetup(c *cli.Context) error {
 	}
 	if store := keychainStore(); store != nil {
 		opts.Keychain, opts.KeychainUser = store, loginName()
+	}
+	return opts, nil
+}
+
+func cmdSetup(c *cli.Context) error {
+	opts, err := setupOptions(c)
+	if err != nil {
+		return err
 	}
 	res, err := host.Setup(opts)
 	if res != nil {
@@ -327,7 +338,7 @@ func cmdStatus(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	names, err := host.ParseAgents(c.StringSlice("agents"))
+	names, err := parseAgents(c.StringSlice("agents"))
 	if err != nil {
 		return err
 	}
@@ -360,16 +371,16 @@ func cmdDockerFlags(c *cli.Context) error {
 	}
 	format := c.String("format")
 	if !contains(host.Formats, format) {
-		return &host.UsageError{Msg: fmt.Sprintf("unknown --format %q (want one of %s)", format, strings.Join(host.Formats, ", "))}
+		return usagef("unknown --format %q (want one of %s)", format, strings.Join(host.Formats, ", "))
 	}
 	if !c.Bool("init") {
 		for _, f := range []string{"init-from", "user"} {
 			if c.IsSet(f) {
-				return &host.UsageError{Msg: fmt.Sprintf("docker-flags: --%s goes with --init", f)}
+				return usagef("docker-flags: --%s goes with --init", f)
 			}
 		}
 		if c.Args().Present() {
-			return &host.UsageError{Msg: fmt.Sprintf("docker-flags: unexpected argument %q (an entrypoint after -- goes with --init)", c.Args().First())}
+			return usagef("docker-flags: unexpected argument %q (an entrypoint after -- goes with --init)", c.Args().First())
 		}
 	}
 	mounts, err := host.DockerFlags(dir)

@@ -83,7 +83,7 @@ func cmdBridge(c *cli.Context) error {
 		p = filepath.Join(dir, bridge.ConfigName)
 	}
 	if c.Duration("interval") < time.Second {
-		return &host.UsageError{Msg: fmt.Sprintf("--interval %s: want at least 1s", c.Duration("interval"))}
+		return usagef("--interval %s: want at least 1s", c.Duration("interval"))
 	}
 	cfg, err := bridge.LoadConfig(p)
 	if err != nil {

@@ -207,6 +207,7 @@ func TestExitCodes(t *testing.T) {
 		{home, []string{"setup", "--agents", "cursor"}, 2, "", `unknown agent "cursor" (available: claude, codex, gemini, opencode, or all)`},
 		{home, []string{"setup", "--strategy", "claude=copy"}, 2, "", "copy is for configs only"},
 		{home, []string{"setup", "--container-home", "rel"}, 2, "", `--container-home "rel": want a clean absolute path`},
+		{home, []string{"setup", "--source-home", "/nonexistent"}, 2, "", "caw: --source-home /nonexistent is not a directory"},
 		{home, []string{"docker-flags", "--format", "yaml"}, 2, "", `unknown --format "yaml" (want one of shell, json, compose, devcontainer)`},
 		{home, []string{"status", "--agents", "cursor"}, 2, "", `unknown agent "cursor"`},
 		{home, []string{"version"}, 0, "caw dev (go", ""},
@@ -259,7 +260,7 @@ func TestCompletion(t *testing.T) {
 func TestHomeWithSpace(t *testing.T) {
 	home := fakeHome(t, filepath.Join(t.TempDir(), "Alice Smith"))
 	caw(t, home, nil, "setup").want(t, 0, "Paths here need quoting: build docker run's argv from caw docker-flags --format json", "")
-	caw(t, home, nil, "docker-flags").want(t, 1, "", `contains " ", which an unquoted $(caw docker-flags) would split or glob; use --format json`)
+	caw(t, home, nil, "docker-flags").want(t, 1, "", `contains " ", which an unquoted $(caw docker-flags) would split or glob (use --format json`)
 	r := caw(t, home, nil, "docker-flags", "--format", "json")
 	var argv []string
 	if err := json.Unmarshal([]byte(r.stdout), &argv); r.code != 0 || err != nil || !strings.HasPrefix(argv[1], filepath.Join(home, ".caw/auth")+":") {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/host/keychain"
+	"github.com/caw-dev/caw/internal/logf"
 )
 
 // DefaultInterval is how often the Keychain is read: a host refresh reaches
@@ -48,16 +49,12 @@ const (
 	writeBackWindow = time.Minute
 )
 
-// Logf prints one line when level <= the verbosity: 0 always (problems the
-// user must act on), 1 with -v, 2 with -vv.
-type Logf func(level int, format string, args ...any)
-
 // Options configure Run.
 type Options struct {
 	Pairs    []Pair
 	Store    keychain.Store
 	Interval time.Duration // 0: DefaultInterval
-	Logf     Logf
+	Logf     logf.Func
 	// Ready, when set, is called once the first sync is done and the
 	// mirrors are watched.
 	Ready func()
@@ -68,6 +65,8 @@ type bridge struct {
 	ctx     context.Context
 	pairs   []*pair
 	settleC chan int
+	w       *fsnotify.Watcher
+	watched map[string]bool // the mirrors' directories w watches
 }
 
 // Run syncs until ctx is done, then syncs once more and returns.
@@ -81,7 +80,7 @@ func Run(ctx context.Context, o Options) error {
 	if len(o.Pairs) == 0 {
 		return errors.New("nothing to bridge: no credential of this setup is in the Keychain")
 	}
-	b := &bridge{o: o, ctx: ctx, settleC: make(chan int, len(o.Pairs))}
+	b := &bridge{o: o, ctx: ctx, settleC: make(chan int, len(o.Pairs)), watched: map[string]bool{}}
 	for i, p := range o.Pairs {
 		b.pairs = append(b.pairs, &pair{Pair: p, b: b, i: i, said: map[string]bool{}})
 	}
@@ -90,22 +89,8 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("watch mirrors: %w", err)
 	}
 	defer w.Close()
-	watched := map[string]bool{}
-	watch := func() {
-		for _, p := range b.pairs {
-			d := filepath.Dir(p.Mirror)
-			if watched[d] {
-				continue
-			}
-			if err := w.Add(d); err != nil {
-				p.once("watch", 0, "%s: cannot watch %s: %v (re-run caw setup); retrying every %s", p.Agent, d, err, o.Interval)
-				continue
-			}
-			watched[d] = true
-			delete(p.said, "watch")
-		}
-	}
-	watch()
+	b.w = w
+	b.watch()
 	for _, p := range b.pairs {
 		p.sync(nil, false)
 	}
@@ -113,11 +98,34 @@ func Run(ctx context.Context, o Options) error {
 	if o.Ready != nil {
 		o.Ready()
 	}
-	tick := time.NewTicker(o.Interval)
+	return b.loop()
+}
+
+// watch watches every mirror's directory not watched yet (again after one
+// was removed or renamed).
+func (b *bridge) watch() {
+	for _, p := range b.pairs {
+		d := filepath.Dir(p.Mirror)
+		if b.watched[d] {
+			continue
+		}
+		if err := b.w.Add(d); err != nil {
+			p.once("watch", 0, "%s: cannot watch %s: %v (re-run caw setup); retrying every %s", p.Agent, d, err, b.o.Interval)
+			continue
+		}
+		b.watched[d] = true
+		delete(p.said, "watch")
+	}
+}
+
+// loop handles mirror events, Keychain ticks and settle timers until ctx
+// is done.
+func (b *bridge) loop() error {
+	tick := time.NewTicker(b.o.Interval)
 	defer tick.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-b.ctx.Done():
 			// One last look, with a fresh context: a change the events
 			// have not brought yet still gets across.
 			b.ctx = context.Background()
@@ -126,28 +134,28 @@ func Run(ctx context.Context, o Options) error {
 				p.onMirror()
 			}
 			return nil
-		case ev, ok := <-w.Events:
+		case ev, ok := <-b.w.Events:
 			if !ok {
 				return errors.New("mirror watch closed")
 			}
-			if watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
-				delete(watched, ev.Name)
+			if b.watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				delete(b.watched, ev.Name)
 			}
 			for _, p := range b.pairs {
 				if ev.Name == p.Mirror {
 					p.onMirror()
 				}
 			}
-		case err, ok := <-w.Errors:
+		case err, ok := <-b.w.Errors:
 			if !ok {
 				return errors.New("mirror watch closed")
 			}
-			o.Logf(0, "watching the mirrors: %v; resyncing every pair", err)
+			b.o.Logf(0, "watching the mirrors: %v; resyncing every pair", err)
 			for _, p := range b.pairs {
 				p.sync(nil, false)
 			}
 		case <-tick.C:
-			watch()
+			b.watch()
 			for _, p := range b.pairs {
 				p.onKeychainTick()
 			}

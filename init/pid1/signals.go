@@ -7,7 +7,9 @@
 //
 // It knows nothing about credentials or users: the caller passes the child's
 // credentials and environment. Nothing here polls: while the child runs, the
-// loop sleeps on a channel that only signals fill.
+// loop blocks in wait4(-1) and wakes only when some child ends (reaping an
+// orphan, or returning the main child's status); a second goroutine
+// forwards signals meanwhile, woken only by their arrival.
 package pid1
 
 import (

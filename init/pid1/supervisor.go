@@ -9,11 +9,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caw-dev/caw/internal/logf"
 	"golang.org/x/sys/unix"
 )
-
-// Logf prints one line when level <= the verbosity (0 always, 1 at -v).
-type Logf func(level int, format string, args ...any)
 
 // Config is the command to supervise.
 type Config struct {
@@ -25,7 +23,7 @@ type Config struct {
 	PGroup     bool          // forward signals to the child's process group
 	Grace      time.Duration // leftovers: time between SIGTERM and SIGKILL
 	PID1       bool          // caw-init is PID 1 of its namespace
-	Logf       Logf
+	Logf       logf.Func
 }
 
 // StartError is a command that could not be started.

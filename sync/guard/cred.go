@@ -323,20 +323,11 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 	var v [2]view
 	var have [2]bool
 	if trigger != anySide && m == onEvent && !c.at[home].owed && !c.at[host].owed {
-		// Most events are the guard's own writes echoing back, or a writer
-		// truncating before it writes: one read of the side that moved
-		// settles them, without reading the other side.
-		v[trigger], have[trigger] = c.readRaw(trigger), true
-		if v[trigger].sum == c.at[trigger].seen {
+		var done bool
+		if v[trigger], done = c.readTrigger(trigger); done {
 			return anySide, nil
 		}
-		c.classify(&v[trigger])
-		if !v[trigger].st.State.Usable() && !(v[trigger].st.State == agents.LoggedOut && c.repairs()) {
-			// Nothing to propagate from it, and nothing to write to it
-			// (it is mid-write, or its own deliberate logout).
-			c.saw(trigger, v[trigger], false)
-			return anySide, nil
-		}
+		have[trigger] = true
 	}
 	for s := range 2 {
 		if !have[s] {
@@ -344,6 +335,31 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 		}
 	}
 	now := time.Now()
+	a := decide(c.input(v, m, owed, now))
+	return c.apply(a, v, m, now)
+}
+
+// readTrigger reads only the side that moved. Most events are the guard's
+// own writes echoing back, or a writer truncating before it writes: that
+// one read settles them (done), without reading the other side.
+func (c *cred) readTrigger(trigger side) (v view, done bool) {
+	v = c.readRaw(trigger)
+	if v.sum == c.at[trigger].seen {
+		return v, true
+	}
+	c.classify(&v)
+	if !v.st.State.Usable() && !(v.st.State == agents.LoggedOut && c.repairs()) {
+		// Nothing to propagate from it, and nothing to write to it
+		// (it is mid-write, or its own deliberate logout).
+		c.saw(trigger, v, false)
+		return v, true
+	}
+	return v, false
+}
+
+// input is what decide needs to know of the two sides read (v) and of
+// what the guard saw and did before.
+func (c *cred) input(v [2]view, m cause, owed side, now time.Time) input {
 	in := input{Cause: m, Now: now, RepairStubs: c.repairs(), HostWrittenAt: c.hostAt.writtenAt,
 		WriteBacks: [2][]time.Time{c.at[home].writeBacks, c.at[host].writeBacks}, Limits: c.g.limits(), HostDue: c.hostAt.due}
 	for s := range 2 {
@@ -363,7 +379,12 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 			in.Side[host].Claims = agents.Inspect(c.format, v[host].data, now)
 		}
 	}
-	a := decide(in)
+	return in
+}
+
+// apply carries out decision a taken on the sides read (v): it records
+// what was seen, logs a's notes and does what a says.
+func (c *cred) apply(a action, v [2]view, m cause, now time.Time) (side, error) {
 	for s := range 2 {
 		c.saw(side(s), v[s], false)
 	}
@@ -388,19 +409,7 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 		}
 		c.staleBefore = c.histN
 	}
-	for _, n := range a.Notes {
-		if n.once != "" {
-			c.once(n.once, n.level, "%s: %s", c.name(), n.msg)
-		} else {
-			c.g.logf(n.level, "%s: %s", c.name(), n.msg)
-		}
-	}
-	if a.LeaveAlone {
-		c.at[a.Dst].leftAlone = true
-	}
-	if a.Unowe {
-		c.at[a.Dst].owed = false
-	}
+	c.note(a)
 	switch a.Verb {
 	case settled:
 		c.settled()
@@ -423,6 +432,23 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 		return other(a.Dst), c.write(other(a.Dst), src, v[other(a.Dst)], m)
 	}
 	return anySide, nil
+}
+
+// note logs a's notes and records the marks it sets on a side.
+func (c *cred) note(a action) {
+	for _, n := range a.Notes {
+		if n.once != "" {
+			c.once(n.once, n.level, "%s: %s", c.name(), n.msg)
+		} else {
+			c.g.logf(n.level, "%s: %s", c.name(), n.msg)
+		}
+	}
+	if a.LeaveAlone {
+		c.at[a.Dst].leftAlone = true
+	}
+	if a.Unowe {
+		c.at[a.Dst].owed = false
+	}
 }
 
 // merge is the content that replaces cur when src wins: src, with what

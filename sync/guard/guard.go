@@ -38,14 +38,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caw-dev/caw/internal/logf"
 	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
 )
-
-// Logf prints one line on caw-init's stderr when level <= the verbosity:
-// level 0 is always shown (problems the user must act on), 1 is -v, 2 is -vv.
-type Logf func(level int, format string, args ...any)
 
 // Config is what caw-init hands the guard.
 type Config struct {
@@ -58,7 +55,7 @@ type Config struct {
 	Home     string             // the target user's home in the container
 	UID, GID int                // the target user's ids: every operation in Home runs as them
 	Groups   []int              // the target user's supplementary groups
-	Logf     Logf
+	Logf     logf.Func
 	// Poll: 0 stat-polls the host sides on filesystems that raise no
 	// host-side events (see poll.go); > 0 polls every host side at that
 	// interval; < 0 never polls.

@@ -210,8 +210,10 @@ func merge(batch []dirty, t target, mask uint32) []dirty {
 	return append(batch, dirty{t, mask})
 }
 
-// close makes run return (the caller waits for it); run closes the
-// descriptors. Before run started, it closes them itself.
+// close makes the stop eventfd readable, which wakes run's poll and makes
+// it return; run then closes both descriptors (the caller waits for it).
+// close itself closes nothing, so it is safe while run reads: an inotify
+// whose run never started is closed with release instead.
 func (in *inotify) close() {
 	var one = [8]byte{1}
 	unix.Write(in.stop, one[:])

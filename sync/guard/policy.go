@@ -208,19 +208,8 @@ func decide(in input) action {
 		a.Verb = settled
 		return a
 	}
-	newHome := h.Changed && h.St.State.Usable() && !h.Known
-	if H.Changed && H.St.State.Usable() && !H.Known && !newHome &&
-		(in.Cause == onStart || in.HostWrittenAt.IsZero() || in.Now.Sub(in.HostWrittenAt) >= raceWindow) {
-		a.Login = true
-		if in.Cause == onStart {
-			return deliver(a, in, home, false)
-		}
-		if h.torn() && in.Cause == onEvent {
-			a.Verb, a.Dst = hold, home
-			return a
-		}
-		a.say(2, "", "a new token on the host (a login there, or its refresh): it goes into the container")
-		return deliver(a, in, home, false)
+	if hostLogin(in) {
+		return login(a, in)
 	}
 	if in.Cause == onStart {
 		// The host is the source of truth at start-up: a usable host copy
@@ -231,10 +220,51 @@ func decide(in input) action {
 		a.say(1, "", "the host's credential is %s; nothing copied", H.St.State)
 		return a
 	}
+	dst, ok := behind(in)
+	if !ok {
+		return a // neither side has anything worth syncing
+	}
+	if dst == host {
+		if a, stop := gateHost(a, in); stop {
+			return a
+		}
+	}
+	return toward(a, in, dst)
+}
+
+// hostLogin: the host has a new usable token the home did not bring, and
+// not within raceWindow of the guard's own write there: a login (or a
+// refresh) on the host, which goes into the container.
+func hostLogin(in input) bool {
+	h, H := in.Side[home], in.Side[host]
+	newHome := h.Changed && h.St.State.Usable() && !h.Known
+	return H.Changed && H.St.State.Usable() && !H.Known && !newHome &&
+		(in.Cause == onStart || in.HostWrittenAt.IsZero() || in.Now.Sub(in.HostWrittenAt) >= raceWindow)
+}
+
+// login delivers the host's new token to the home, waiting while the home
+// is torn.
+func login(a action, in input) action {
+	a.Login = true
+	if in.Cause == onStart {
+		return deliver(a, in, home, false)
+	}
+	if in.Side[home].torn() && in.Cause == onEvent {
+		a.Verb, a.Dst = hold, home
+		return a
+	}
+	a.say(2, "", "a new token on the host (a login there, or its refresh): it goes into the container")
+	return deliver(a, in, home, false)
+}
+
+// behind is the side holding the older token (ties go to the side that did
+// not change); ok is false when neither side has anything worth syncing.
+func behind(in input) (dst side, ok bool) {
+	h, H := in.Side[home], in.Side[host]
 	cmp := agents.Compare(h.St, H.St)
 	if cmp == 0 {
 		if !h.St.State.Usable() {
-			return a // neither side has anything worth syncing
+			return home, false
 		}
 		switch {
 		case h.Changed:
@@ -242,34 +272,42 @@ func decide(in input) action {
 		case H.Changed:
 			cmp = -1
 		default:
-			return a
+			return home, false
 		}
 	}
-	dst := home
 	if cmp > 0 {
-		dst = host
+		return host, true
 	}
+	return home, true
+}
+
+// gateHost keeps from the host a home copy that is implausible, of another
+// account, or stale; stop is true when the decision is taken (a is it).
+func gateHost(a action, in input) (_ action, stop bool) {
+	h, H := in.Side[home], in.Side[host]
+	if why := h.Claims.Implausible; why != "" {
+		a.say(0, "implausible "+why, "the home copy is not written to the host: %s (a forged or broken credential)", why)
+		return a, true
+	}
+	if !agents.SameAccount(h.Claims, H.Claims) {
+		a.say(0, "account", "the home copy is for another account than the host's: it is not written to the host")
+		return a, true
+	}
+	if h.Stale {
+		// Content from before the host's login (or start-up) never
+		// goes to the host; the home going back to it is a regression
+		// of the home.
+		if !h.Changed || !H.St.State.Usable() || h.Owed {
+			return a, true
+		}
+		return regressed(a, in, home, h), true
+	}
+	return a, false
+}
+
+// toward decides whether src's token goes to dst, the side behind.
+func toward(a action, in input, dst side) action {
 	src, cur := in.Side[other(dst)], in.Side[dst]
-	if dst == host {
-		if why := h.Claims.Implausible; why != "" {
-			a.say(0, "implausible "+why, "the home copy is not written to the host: %s (a forged or broken credential)", why)
-			return a
-		}
-		if !agents.SameAccount(h.Claims, H.Claims) {
-			a.say(0, "account", "the home copy is for another account than the host's: it is not written to the host")
-			return a
-		}
-		if h.Stale {
-			// Content from before the host's login (or start-up) never
-			// goes to the host; the home going back to it is a regression
-			// of the home.
-			if !h.Changed || !H.St.State.Usable() || h.Owed {
-				return a
-			}
-			dst, src, cur = home, H, h
-			return regressed(a, in, dst, cur)
-		}
-	}
 	srcChanged, curChanged := src.Changed || cur.Owed, cur.Changed
 	switch {
 	case in.Cause == onSettle:
@@ -287,27 +325,7 @@ func decide(in input) action {
 			return a
 		}
 	case !cur.St.State.Usable():
-		if curChanged && in.RepairStubs && cur.St.State == agents.LoggedOut &&
-			((cur.PrevMine && cur.PrevSum == src.Sum) || agents.Compare(src.St, cur.Prev) > 0) {
-			// The agent's answer to invalid_grant after a refresh raced
-			// the other side's, which holds a token this side was handed
-			// or a fresher one than it had: put it back.
-			if stop := budget(&a, in, dst); stop {
-				return a
-			}
-			a.say(1, "", "the %s side wrote a logged-out stub over a token it had been handed (a refresh refused after a race); putting the freshest token back", dst)
-			return deliver(a, in, dst, true)
-		}
-		// A complete logged-out stub or a deleted file: left as it is when
-		// that is dst's own latest change (a deliberate logout), replaced
-		// when src brings a new login.
-		if curChanged {
-			a.Unowe, a.Dst = true, dst
-			return a
-		}
-		if !srcChanged {
-			return a
-		}
+		return unusable(a, in, dst, srcChanged)
 	case curChanged && !srcChanged && !cur.Known:
 		// dst changed to a token never seen before that is older than
 		// src's: two refreshes raced (each side took one at about the same
@@ -323,6 +341,34 @@ func decide(in input) action {
 		// dst holds an older usable token: the last chance to update it.
 	case !srcChanged:
 		return a // nothing new since the last decision
+	}
+	return deliver(a, in, dst, false)
+}
+
+// unusable decides for a dst that holds no usable token: a logged-out
+// stub, a deleted or a broken file.
+func unusable(a action, in input, dst side, srcChanged bool) action {
+	src, cur := in.Side[other(dst)], in.Side[dst]
+	if cur.Changed && in.RepairStubs && cur.St.State == agents.LoggedOut &&
+		((cur.PrevMine && cur.PrevSum == src.Sum) || agents.Compare(src.St, cur.Prev) > 0) {
+		// The agent's answer to invalid_grant after a refresh raced
+		// the other side's, which holds a token this side was handed
+		// or a fresher one than it had: put it back.
+		if stop := budget(&a, in, dst); stop {
+			return a
+		}
+		a.say(1, "", "the %s side wrote a logged-out stub over a token it had been handed (a refresh refused after a race); putting the freshest token back", dst)
+		return deliver(a, in, dst, true)
+	}
+	// A complete logged-out stub or a deleted file: left as it is when
+	// that is dst's own latest change (a deliberate logout), replaced
+	// when src brings a new login.
+	if cur.Changed {
+		a.Unowe, a.Dst = true, dst
+		return a
+	}
+	if !srcChanged {
+		return a
 	}
 	return deliver(a, in, dst, false)
 }

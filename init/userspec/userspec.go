@@ -1,4 +1,4 @@
-// Package privdrop resolves the user caw-init runs its command as, with the
+// Package userspec resolves the user caw-init runs its command as, with the
 // semantics of gosu and su-exec (and so of `docker run --user`), and turns the
 // result into what the child needs: credentials for SysProcAttr and an
 // environment with HOME, USER and LOGNAME for that user.
@@ -18,7 +18,7 @@
 // An image that knows nothing of the user (caw docker-flags --init runs any
 // image as the host user's uid:gid) has no home for it: HomeFor picks the
 // manifest's container home instead, and MakeHome creates it.
-package privdrop
+package userspec
 
 import (
 	"bytes"

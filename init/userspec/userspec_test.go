@@ -1,4 +1,4 @@
-package privdrop
+package userspec
 
 import (
 	"os"
