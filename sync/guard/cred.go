@@ -37,6 +37,10 @@ type cred struct {
 	format string
 	host   hostSide
 	homeWd int32
+	// homeWds are the watches on the home: the copy's directory, then the
+	// directories above it (see watchHome). Only the worker changes them,
+	// under mu, after setup.
+	homeWds []homeWatch
 
 	mu sync.Mutex
 	// at is what the guard knows of each side; hostAt what only the host

@@ -29,6 +29,7 @@ package guard
 import (
 	"errors"
 	"fmt"
+	"github.com/caw-dev/caw/internal/logf"
 	"os"
 	"path"
 	"runtime"
@@ -195,7 +196,7 @@ type lockMirror struct {
 	dirs    [2]lockDir
 	stale   time.Duration
 	syncNow func() // brings the credential on both sides up to date
-	logf    Logf
+	logf    logf.Func
 
 	st    lockState
 	in    int // inotify descriptor
@@ -240,7 +241,7 @@ func (g *Guard) startLockMirror(c *cred) *lockMirror {
 
 // newLockMirror takes ownership of homeFd (the home directory holding the
 // lock, opened without following symlinks) and opens hostDir.
-func newLockMirror(name string, stale time.Duration, homeFd, uid, gid int, homeLabel, hostDir string, syncNow func(), logf Logf) (*lockMirror, error) {
+func newLockMirror(name string, stale time.Duration, homeFd, uid, gid int, homeLabel, hostDir string, syncNow func(), log logf.Func) (*lockMirror, error) {
 	hostFd, err := unix.Open(hostDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", hostDir, err)
@@ -250,7 +251,7 @@ func newLockMirror(name string, stale time.Duration, homeFd, uid, gid int, homeL
 		unix.Close(hostFd)
 		return nil, fmt.Errorf("stat %s: %w", hostDir, err)
 	}
-	m := &lockMirror{name: name, stale: stale, syncNow: syncNow, logf: logf, check: make(chan struct{}, 1)}
+	m := &lockMirror{name: name, stale: stale, syncNow: syncNow, logf: log, check: make(chan struct{}, 1)}
 	m.dirs[home] = lockDir{fd: homeFd, uid: uid, gid: gid, label: homeLabel}
 	m.dirs[host] = lockDir{fd: hostFd, uid: int(st.Uid), gid: int(st.Gid), label: hostDir}
 	if err := m.watch(); err != nil {
