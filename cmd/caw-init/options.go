@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -102,6 +103,11 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	}
 	if o.authDir == "" {
 		return nil, usageError("--auth-dir is empty: give the directory the staging dir is mounted at")
+	}
+	// caw-init leaves its working directory once the command runs: a
+	// relative --auth-dir would then name another directory.
+	if abs, err := filepath.Abs(o.authDir); err == nil {
+		o.authDir = abs
 	}
 	o.argv = fs.Args()
 	if len(o.argv) == 0 {

@@ -30,6 +30,12 @@ type Signals struct {
 	chld chan os.Signal
 	// fwd holds the signals to forward, in arrival order.
 	fwd chan os.Signal
+	// kept are the signals the caller left ignored that caw-init could
+	// see so (see inheritable): it does not catch them, so they stay
+	// ignored for caw-init and, through fork and exec, for the command.
+	kept []syscall.Signal
+	// rawErr is why 32, 34 and SIGPROF could not be caught (see rawsig.go).
+	rawErr error
 }
 
 // early are the signals registered before Capture returns: the ones Go
@@ -49,30 +55,71 @@ var early = []os.Signal{
 	unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT, unix.SIGALRM,
 }
 
+// rawSignals are caught by caw-init's own handler (rawsig.go), not through
+// os/signal, which cannot deliver them. It installs in a few microseconds
+// (no round trip to the runtime), so before anything else.
+var rawSignals = []syscall.Signal{unix.SIGPROF, sigRT32, sigRT34}
+
+const (
+	sigRT32 = syscall.Signal(32) // glibc's SIGCANCEL; unused without cgo
+	// sigPerThreadSyscall is the runtime's (SIGRTMIN+1): it runs syscalls
+	// on every thread with it and ignores it otherwise. Not forwarded.
+	sigPerThreadSyscall = syscall.Signal(33)
+	sigRT34             = syscall.Signal(34) // SIGRTMIN to a glibc program
+)
+
+// inheritable are the signals whose action the Go runtime leaves as the
+// caller set it until something registers them: SIGHUP and SIGINT when
+// ignored (nohup; a shell's background job), the job-control signals, 32
+// and 34. Every other signal it takes over before main runs, ignored or not.
+var inheritable = []syscall.Signal{
+	unix.SIGHUP, unix.SIGINT, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, sigRT32, sigRT34,
+}
+
 // Capture starts capturing signals. Call it first thing in main.
 func Capture() *Signals {
 	s := &Signals{chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 128)}
-	signal.Notify(s.fwd, early...)
-	go signal.Notify(s.fwd, rest()...)
+	for _, sig := range inheritable {
+		if ignored(sig) {
+			s.kept = append(s.kept, sig)
+		}
+	}
+	signal.Notify(s.fwd, s.without(early)...)
+	s.rawErr = catchRaw(s.withoutRaw(rawSignals), s.fwd)
+	go signal.Notify(s.fwd, s.without(rest())...)
 	return s
 }
 
-// rest is every other catchable signal, minus SIGCHLD (the wait loop's) and
+// rest is every other catchable signal, minus SIGCHLD (the wait loop's),
 // SIGURG (the Go runtime sends it to itself for preemption; a child
-// receiving it would be a bug, runc 3364).
+// receiving it would be a bug, runc 3364), 33 (the runtime's own) and
+// rawSignals.
 func rest() []os.Signal {
 	var sigs []os.Signal
 	for n := 1; n <= 64; n++ {
 		s := syscall.Signal(n)
 		switch s {
-		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG:
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG, sigPerThreadSyscall:
 			continue
 		}
-		if !slices.Contains(early, os.Signal(s)) {
+		if !slices.Contains(early, os.Signal(s)) && !slices.Contains(rawSignals, s) {
 			sigs = append(sigs, s)
 		}
 	}
 	return sigs
+}
+
+// without is sigs minus the kept ones.
+func (s *Signals) without(sigs []os.Signal) []os.Signal {
+	return slices.DeleteFunc(slices.Clone(sigs), func(sig os.Signal) bool {
+		return slices.Contains(s.kept, sig.(syscall.Signal))
+	})
+}
+
+func (s *Signals) withoutRaw(sigs []syscall.Signal) []syscall.Signal {
+	return slices.DeleteFunc(slices.Clone(sigs), func(sig syscall.Signal) bool {
+		return slices.Contains(s.kept, sig)
+	})
 }
 
 // PendingTermination reports the first signal received so far whose default
