@@ -49,19 +49,21 @@ type kernelSigaction struct {
 // rawCatchable reports whether catchRaw works in this build.
 const rawCatchable = true
 
-// catchRaw makes sigs arrive on out.
-func catchRaw(sigs []syscall.Signal, out chan<- os.Signal) error {
+// catchRaw installs the handler for sigs. Until readRaw runs they wait in
+// the pipe: a goroutine blocked in read(2) costs the runtime a thread, which
+// start-up should not pay for.
+func catchRaw(sigs []syscall.Signal) (readFD int, err error) {
 	if len(sigs) == 0 {
-		return nil
+		return -1, nil
 	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return err
+		return -1, err
 	}
 	if err := unix.SetNonblock(p[1], true); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
-		return err
+		return -1, err
 	}
 	rawPipe = int32(p[1])
 	h, r := rawAddrs()
@@ -73,25 +75,27 @@ func catchRaw(sigs []syscall.Signal, out chan<- os.Signal) error {
 	}
 	for _, s := range sigs {
 		if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0); e != 0 {
-			return e
+			return p[0], e
 		}
 	}
-	go func() {
-		b := make([]byte, 64)
-		for {
-			n, err := unix.Read(p[0], b)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || n <= 0 {
-				return
-			}
-			for _, c := range b[:n] {
-				out <- syscall.Signal(c)
-			}
+	return p[0], nil
+}
+
+// readRaw passes the signals the handler caught on to out, for ever.
+func readRaw(fd int, out chan<- os.Signal) {
+	b := make([]byte, 64)
+	for {
+		n, err := unix.Read(fd, b)
+		if err == unix.EINTR {
+			continue
 		}
-	}()
-	return nil
+		if err != nil || n <= 0 {
+			return
+		}
+		for _, c := range b[:n] {
+			out <- syscall.Signal(c)
+		}
+	}
 }
 
 // ignored reports whether sig's action is SIG_IGN right now.

@@ -13,7 +13,9 @@ import (
 // SIGPROF are not forwarded: 32 and 34 stay at their default action.
 const rawCatchable = false
 
-func catchRaw([]syscall.Signal, chan<- os.Signal) error { return nil }
+func catchRaw([]syscall.Signal) (int, error) { return -1, nil }
+
+func readRaw(int, chan<- os.Signal) {}
 
 // ignored knows only SIGHUP and SIGINT here: the runtime keeps an ignored
 // action for them and reports it.

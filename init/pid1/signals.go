@@ -36,6 +36,9 @@ type Signals struct {
 	kept []syscall.Signal
 	// rawErr is why 32, 34 and SIGPROF could not be caught (see rawsig.go).
 	rawErr error
+	// rawFD is the pipe the handler of rawsig.go writes them to, read
+	// from once the child runs (-1: none).
+	rawFD int
 }
 
 // early are the signals registered before Capture returns: the ones Go
@@ -80,12 +83,19 @@ var inheritable = []syscall.Signal{
 func Capture() *Signals {
 	s := &Signals{chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 128)}
 	for _, sig := range inheritable {
+		// The runtime reports SIGHUP and SIGINT itself: no syscall.
+		if sig == unix.SIGHUP || sig == unix.SIGINT {
+			if signal.Ignored(sig) {
+				s.kept = append(s.kept, sig)
+			}
+			continue
+		}
 		if ignored(sig) {
 			s.kept = append(s.kept, sig)
 		}
 	}
 	signal.Notify(s.fwd, s.without(early)...)
-	s.rawErr = catchRaw(s.withoutRaw(rawSignals), s.fwd)
+	s.rawFD, s.rawErr = catchRaw(s.withoutRaw(rawSignals))
 	go signal.Notify(s.fwd, s.without(rest())...)
 	return s
 }
