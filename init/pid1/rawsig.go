@@ -57,12 +57,8 @@ func catchRaw(sigs []syscall.Signal) (readFD int, err error) {
 		return -1, nil
 	}
 	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return -1, err
-	}
-	if err := unix.SetNonblock(p[1], true); err != nil {
-		unix.Close(p[0])
-		unix.Close(p[1])
+	// Both ends non-blocking (one syscall): readRaw polls.
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return -1, err
 	}
 	rawPipe = int32(p[1])
@@ -86,7 +82,10 @@ func readRaw(fd int, out chan<- os.Signal) {
 	b := make([]byte, 64)
 	for {
 		n, err := unix.Read(fd, b)
-		if err == unix.EINTR {
+		if err == unix.EAGAIN {
+			_, err = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+		}
+		if err == unix.EINTR || err == unix.EAGAIN || (err == nil && n < 0) {
 			continue
 		}
 		if err != nil || n <= 0 {

@@ -71,13 +71,16 @@ const (
 	sigRT34             = syscall.Signal(34) // SIGRTMIN to a glibc program
 )
 
-// inheritable are the signals whose action the Go runtime leaves as the
-// caller set it until something registers them: SIGHUP and SIGINT when
-// ignored (nohup; a shell's background job), the job-control signals, 32
-// and 34. Every other signal it takes over before main runs, ignored or not.
-var inheritable = []syscall.Signal{
-	unix.SIGHUP, unix.SIGINT, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, sigRT32, sigRT34,
-}
+// inheritable are signals whose action the Go runtime leaves as the caller
+// set it until something registers them: SIGHUP and SIGINT when ignored
+// (nohup; a shell's background job), the job-control signals (also SIGCONT,
+// 32 and 34). Every other signal it takes over before main runs, ignored or
+// not.
+//
+// Each check of the others is a syscall at start-up, so only those a
+// caller ignores in practice are checked: SIGCONT, 32 and 34 are caught
+// even when ignored.
+var inheritable = []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU}
 
 // Capture starts capturing signals. Call it first thing in main.
 func Capture() *Signals {
