@@ -57,7 +57,7 @@ func catchRaw(sigs []syscall.Signal) (readFD int, err error) {
 		return -1, nil
 	}
 	var p [2]int
-	// Both ends non-blocking (one syscall): readRaw polls.
+	// Both ends non-blocking (one syscall): readRaw uses the poller.
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return -1, err
 	}
@@ -77,18 +77,15 @@ func catchRaw(sigs []syscall.Signal) (readFD int, err error) {
 	return p[0], nil
 }
 
-// readRaw passes the signals the handler caught on to out, for ever.
+// readRaw passes the signals the handler caught on to out, for ever. The
+// pipe is non-blocking, so the read parks in the runtime's poller: no thread
+// sits blocked in read(2) for it.
 func readRaw(fd int, out chan<- os.Signal) {
+	f := os.NewFile(uintptr(fd), "caw-init signal pipe")
 	b := make([]byte, 64)
 	for {
-		n, err := unix.Read(fd, b)
-		if err == unix.EAGAIN {
-			_, err = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
-		}
-		if err == unix.EINTR || err == unix.EAGAIN || (err == nil && n < 0) {
-			continue
-		}
-		if err != nil || n <= 0 {
+		n, err := f.Read(b)
+		if err != nil {
 			return
 		}
 		for _, c := range b[:n] {
