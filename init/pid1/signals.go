@@ -71,15 +71,13 @@ const (
 	sigRT34             = syscall.Signal(34) // SIGRTMIN to a glibc program
 )
 
-// inheritable are signals whose action the Go runtime leaves as the caller
-// set it until something registers them: SIGHUP and SIGINT when ignored
-// (nohup; a shell's background job), the job-control signals (also SIGCONT,
-// 32 and 34). Every other signal it takes over before main runs, ignored or
-// not.
-//
-// Each check of the others is a syscall at start-up, so only those a
-// caller ignores in practice are checked: SIGCONT, 32 and 34 are caught
-// even when ignored.
+// inheritable are the signals checked for an action the caller left
+// ignored: SIGHUP and SIGINT (nohup; a shell's background job) and the
+// job-control signals, which the Go runtime leaves as the caller set them
+// until something registers them. (It does so for SIGCONT, 32 and 34 too;
+// each check of those would be one more syscall at start-up for a case
+// nobody has, so they are caught even when ignored.) Every other signal the
+// runtime takes over before main runs, ignored or not.
 var inheritable = []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU}
 
 // Capture starts capturing signals. Call it first thing in main.
@@ -98,7 +96,7 @@ func Capture() *Signals {
 		}
 	}
 	signal.Notify(s.fwd, s.without(early)...)
-	s.rawFD, s.rawErr = catchRaw(s.withoutRaw(rawSignals))
+	s.rawFD, s.rawErr = catchRaw(rawSignals)
 	go signal.Notify(s.fwd, s.without(rest())...)
 	return s
 }
@@ -126,12 +124,6 @@ func rest() []os.Signal {
 func (s *Signals) without(sigs []os.Signal) []os.Signal {
 	return slices.DeleteFunc(slices.Clone(sigs), func(sig os.Signal) bool {
 		return slices.Contains(s.kept, sig.(syscall.Signal))
-	})
-}
-
-func (s *Signals) withoutRaw(sigs []syscall.Signal) []syscall.Signal {
-	return slices.DeleteFunc(slices.Clone(sigs), func(sig syscall.Signal) bool {
-		return slices.Contains(s.kept, sig)
 	})
 }
 
