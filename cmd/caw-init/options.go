@@ -106,8 +106,10 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	}
 	// caw-init leaves its working directory once the command runs: a
 	// relative --auth-dir would then name another directory.
-	if abs, err := filepath.Abs(o.authDir); err == nil {
-		o.authDir = abs
+	if !filepath.IsAbs(o.authDir) {
+		if abs, err := filepath.Abs(o.authDir); err == nil {
+			o.authDir = abs
+		}
 	}
 	o.argv = fs.Args()
 	if len(o.argv) == 0 {

@@ -30,10 +30,6 @@ type Signals struct {
 	chld chan os.Signal
 	// fwd holds the signals to forward, in arrival order.
 	fwd chan os.Signal
-	// kept are the signals the caller left ignored that caw-init could
-	// see so (see inheritable): it does not catch them, so they stay
-	// ignored for caw-init and, through fork and exec, for the command.
-	kept []syscall.Signal
 	// rawErr is why 32, 34 and SIGPROF could not be caught (see rawsig.go).
 	rawErr error
 	// rawFD is the pipe the handler of rawsig.go writes them to, read
@@ -71,33 +67,40 @@ const (
 	sigRT34             = syscall.Signal(34) // SIGRTMIN to a glibc program
 )
 
-// inheritable are the signals checked for an action the caller left
-// ignored: SIGHUP and SIGINT (nohup; a shell's background job) and the
-// job-control signals, which the Go runtime leaves as the caller set them
-// until something registers them. (It does so for SIGCONT, 32 and 34 too;
-// each check of those would be one more syscall at start-up for a case
-// nobody has, so they are caught even when ignored.) Every other signal the
-// runtime takes over before main runs, ignored or not.
-var inheritable = []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU}
+// A signal the caller left ignored is not caught, so it stays ignored for
+// caw-init and, through fork and exec, for the command. Only these are
+// checked: the Go runtime leaves them as the caller set them until something
+// registers them (it does so for SIGCONT, 32 and 34 too, which nobody
+// ignores in practice: one syscall each at start-up saved). Every other
+// signal the runtime takes over before main runs, ignored or not.
+var (
+	// keptEarly, SIGHUP (nohup) and SIGINT (a shell's `cmd &`), the
+	// runtime reports itself: no syscall.
+	keptEarly = []syscall.Signal{unix.SIGHUP, unix.SIGINT}
+	// keptRest, the job-control signals, are checked alongside start-up,
+	// before rest is registered.
+	keptRest = []syscall.Signal{unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU}
+)
 
 // Capture starts capturing signals. Call it first thing in main.
 func Capture() *Signals {
 	s := &Signals{chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 128)}
-	for _, sig := range inheritable {
-		// The runtime reports SIGHUP and SIGINT itself: no syscall.
-		if sig == unix.SIGHUP || sig == unix.SIGINT {
-			if signal.Ignored(sig) {
-				s.kept = append(s.kept, sig)
-			}
-			continue
-		}
-		if ignored(sig) {
-			s.kept = append(s.kept, sig)
+	var kept []syscall.Signal
+	for _, sig := range keptEarly {
+		if signal.Ignored(sig) {
+			kept = append(kept, sig)
 		}
 	}
-	signal.Notify(s.fwd, s.without(early)...)
+	signal.Notify(s.fwd, without(early, kept)...)
 	s.rawFD, s.rawErr = catchRaw(rawSignals)
-	go signal.Notify(s.fwd, s.without(rest())...)
+	go func() {
+		for _, sig := range keptRest {
+			if ignored(sig) {
+				kept = append(kept, sig)
+			}
+		}
+		signal.Notify(s.fwd, without(rest(), kept)...)
+	}()
 	return s
 }
 
@@ -121,9 +124,9 @@ func rest() []os.Signal {
 }
 
 // without is sigs minus the kept ones.
-func (s *Signals) without(sigs []os.Signal) []os.Signal {
+func without(sigs []os.Signal, kept []syscall.Signal) []os.Signal {
 	return slices.DeleteFunc(slices.Clone(sigs), func(sig os.Signal) bool {
-		return slices.Contains(s.kept, sig.(syscall.Signal))
+		return slices.Contains(kept, sig.(syscall.Signal))
 	})
 }
 
