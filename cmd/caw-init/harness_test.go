@@ -13,7 +13,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,8 +30,10 @@ const (
 	helperEnv  = "CAW_INIT_TEST_HELPER"
 	rootfsEnv  = "CAW_INIT_TEST_ROOTFS"
 	cwdEnv     = "CAW_INIT_TEST_CWD"
-	asEnv      = "CAW_INIT_TEST_AS"     // uid:gid to become before exec (not-root case)
-	mountsEnv  = "CAW_INIT_TEST_MOUNTS" // mount ops before chroot (see doMounts)
+	asEnv      = "CAW_INIT_TEST_AS"      // uid:gid to become before exec (not-root case)
+	mountsEnv  = "CAW_INIT_TEST_MOUNTS"  // mount ops before chroot (see doMounts)
+	binEnv     = "CAW_INIT_TEST_BIN"     // caw-init to exec when there is no rootfs
+	sigconfEnv = "CAW_INIT_TEST_SIGCONF" // "1": start caw-init with callerIgnored ignored, callerBlocked blocked
 	runTimeout = 60 * time.Second
 )
 
@@ -52,6 +56,10 @@ func helperMain() {
 		os.Exit(99)
 	}
 	root := os.Getenv(rootfsEnv)
+	if root == "" {
+		// Not PID 1: only here to set up the signal configuration.
+		execInit(os.Getenv(binEnv), die)
+	}
 	// Nothing mounted here may reach the host's mount table.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		die("make / private", err)
@@ -75,12 +83,6 @@ func helperMain() {
 	if err := os.Chdir(cwd); err != nil {
 		die("chdir", err)
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CAW_INIT_TEST_") {
-			env = append(env, kv)
-		}
-	}
 	if as := os.Getenv(asEnv); as != "" {
 		var uid, gid int
 		fmt.Sscanf(as, "%d:%d", &uid, &gid)
@@ -94,7 +96,42 @@ func helperMain() {
 			die("setuid", err)
 		}
 	}
-	err := unix.Exec("/caw-init", append([]string{"caw-init"}, os.Args[1:]...), env)
+	execInit("/caw-init", die)
+}
+
+// The signal configuration a caller such as nohup or a shell running a
+// background job leaves: tini's sigconf test's, minus what a Go program
+// cannot see (see the README): SIGSEGV ignored, SIGTERM and SIGILL blocked.
+var (
+	callerIgnored = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTTOU}
+	callerBlocked = []syscall.Signal{syscall.SIGTTIN, syscall.SIGUSR2}
+)
+
+// execInit execs caw-init with the test's arguments and environment, minus
+// the harness's own variables, after setting the caller's signal
+// configuration if asked.
+func execInit(bin string, die func(string, error)) {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CAW_INIT_TEST_") {
+			env = append(env, kv)
+		}
+	}
+	if os.Getenv(sigconfEnv) == "1" {
+		// Ignored actions survive exec; the mask is the exec'ing thread's.
+		runtime.LockOSThread()
+		for _, s := range callerIgnored {
+			signal.Ignore(s)
+		}
+		var set unix.Sigset_t
+		for _, s := range callerBlocked {
+			set.Val[(s-1)/64] |= 1 << ((s - 1) % 64)
+		}
+		if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, nil); err != nil {
+			die("block signals", err)
+		}
+	}
+	err := unix.Exec(bin, append([]string{"caw-init"}, os.Args[1:]...), env)
 	die("exec caw-init", err)
 }
 
@@ -253,7 +290,7 @@ func copyFile(t *testing.T, src, dst string) {
 // launch describes one caw-init run.
 type launch struct {
 	root  string   // rootfs; "" runs caw-init on the host, not as PID 1
-	cwd   string   // working directory inside the rootfs
+	cwd   string   // working directory (inside the rootfs if any)
 	env   []string // caw-init's whole environment
 	stdin io.Reader
 	as    string // "uid:gid": start caw-init without root
@@ -262,6 +299,9 @@ type launch struct {
 	tty    *os.File   // pty slave: stdio, session leader, controlling tty
 	args   []string   // caw-init's arguments
 	extra  []*os.File // inherited by caw-init as fds 3... without close-on-exec
+	// sigconf starts caw-init with callerIgnored ignored and callerBlocked
+	// blocked, as nohup or a shell's background job would.
+	sigconf bool
 	// timeout replaces runTimeout for a run whose own work is slow on a
 	// slow machine (forking thousands of shells).
 	timeout time.Duration
@@ -308,13 +348,23 @@ func start(t *testing.T, r launch) *proc {
 		env = baseEnv
 	}
 	var cmd *exec.Cmd
-	if r.root == "" {
+	if r.root == "" && r.sigconf {
+		cmd = exec.Command(os.Args[0], r.args...)
+		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", sigconfEnv+"=1",
+			binEnv+"="+testenv.Build(t, "github.com/caw-dev/caw/cmd/caw-init"))
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+		cmd.Dir = r.cwd
+	} else if r.root == "" {
 		cmd = exec.Command(testenv.Build(t, "github.com/caw-dev/caw/cmd/caw-init"), r.args...)
 		cmd.Env = env
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
+		cmd.Dir = r.cwd
 	} else {
 		cmd = exec.Command(os.Args[0], r.args...)
 		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", rootfsEnv+"="+r.root, cwdEnv+"="+r.cwd, asEnv+"="+r.as, mountsEnv+"="+strings.Join(r.mounts, "\n"))
+		if r.sigconf {
+			cmd.Env = append(cmd.Env, sigconfEnv+"=1")
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	}
 	p := &proc{t: t, cmd: cmd, lines: make(chan string, 1024), stderr: &lockedBuffer{}, waited: make(chan struct{}), timeout: r.timeout}
@@ -342,6 +392,9 @@ func start(t *testing.T, r launch) *proc {
 		stdout, err = cmd.StdoutPipe()
 		must(t, err)
 	}
+	// A caw-init that died (not PID 1) leaves its child holding stderr:
+	// Wait must not wait for that forever.
+	cmd.WaitDelay = 5 * time.Second
 	p.start = time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start caw-init: %v", err)

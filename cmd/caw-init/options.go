@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -146,6 +147,13 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	}
 	if o.authDir == "" {
 		return nil, usageError("--auth-dir is empty: give the directory the staging dir is mounted at")
+	}
+	// caw-init leaves its working directory once the command runs: a
+	// relative --auth-dir would then name another directory.
+	if !filepath.IsAbs(o.authDir) {
+		if abs, err := filepath.Abs(o.authDir); err == nil {
+			o.authDir = abs
+		}
 	}
 	o.argv = append(entrypoint, fs.Args()...)
 	if len(o.argv) == 0 {

@@ -36,10 +36,14 @@ func TestExitCode(t *testing.T) {
 	}
 }
 
-// TestSignalSets: early and rest together are every catchable signal but
-// SIGCHLD and SIGURG, each once.
+// TestSignalSets: early, rest and rawSignals together are every catchable
+// signal but SIGCHLD, SIGURG and 33 (the Go runtime's), each once; SIGPROF,
+// 32 and 34 go through caw-init's own handler.
 func TestSignalSets(t *testing.T) {
 	all := append(append([]os.Signal{}, early...), rest()...)
+	for _, s := range rawSignals {
+		all = append(all, s)
+	}
 	seen := map[os.Signal]bool{}
 	for _, s := range all {
 		if seen[s] {
@@ -49,9 +53,14 @@ func TestSignalSets(t *testing.T) {
 	}
 	for n := 1; n <= 64; n++ {
 		s := syscall.Signal(n)
-		excluded := s == unix.SIGKILL || s == unix.SIGSTOP || s == unix.SIGCHLD || s == unix.SIGURG
+		excluded := s == unix.SIGKILL || s == unix.SIGSTOP || s == unix.SIGCHLD || s == unix.SIGURG || n == 33
 		if seen[s] == excluded {
 			t.Errorf("signal %d (%v): captured %v", n, s, seen[s])
+		}
+	}
+	for _, s := range []syscall.Signal{unix.SIGPROF, 32, 34} {
+		if !slices.Contains(rawSignals, s) || slices.Contains(rest(), os.Signal(s)) {
+			t.Errorf("signal %d: os/signal cannot deliver it, it must be caught by rawHandler", int(s))
 		}
 	}
 	for _, s := range []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH} {
@@ -61,6 +70,18 @@ func TestSignalSets(t *testing.T) {
 	}
 	if !terminates(unix.SIGTERM) || !terminates(syscall.Signal(40)) || terminates(unix.SIGWINCH) || terminates(unix.SIGCONT) {
 		t.Error("terminates() disagrees with the default actions")
+	}
+}
+
+// TestWithoutKept: a signal the caller left ignored is neither registered
+// nor caught, so it stays ignored.
+func TestWithoutKept(t *testing.T) {
+	kept := []syscall.Signal{unix.SIGHUP, unix.SIGTTOU}
+	if got := without(early, kept); slices.Contains(got, os.Signal(unix.SIGHUP)) || len(got) != len(early)-1 {
+		t.Errorf("without(early) = %v", got)
+	}
+	if got := without(rest(), kept); slices.Contains(got, os.Signal(unix.SIGTTOU)) || len(got) != len(rest())-1 {
+		t.Errorf("without(rest) = %v", got)
 	}
 }
 

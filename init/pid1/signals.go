@@ -32,6 +32,11 @@ type Signals struct {
 	chld chan os.Signal
 	// fwd holds the signals to forward, in arrival order.
 	fwd chan os.Signal
+	// rawErr is why 32, 34 and SIGPROF could not be caught (see rawsig.go).
+	rawErr error
+	// rawFD is the pipe the handler of rawsig.go writes them to, read
+	// from once the child runs (-1: none).
+	rawFD int
 }
 
 // early are the signals registered before Capture returns: the ones Go
@@ -51,30 +56,80 @@ var early = []os.Signal{
 	unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT, unix.SIGALRM,
 }
 
+// rawSignals are caught by caw-init's own handler (rawsig.go), not through
+// os/signal, which cannot deliver them. It installs in a few microseconds
+// (no round trip to the runtime), so before anything else.
+var rawSignals = []syscall.Signal{unix.SIGPROF, sigRT32, sigRT34}
+
+const (
+	sigRT32 = syscall.Signal(32) // glibc's SIGCANCEL; unused without cgo
+	// sigPerThreadSyscall is the runtime's (SIGRTMIN+1): it runs syscalls
+	// on every thread with it and ignores it otherwise. Not forwarded.
+	sigPerThreadSyscall = syscall.Signal(33)
+	sigRT34             = syscall.Signal(34) // SIGRTMIN to a glibc program
+)
+
+// A signal the caller left ignored is not caught, so it stays ignored for
+// caw-init and, through fork and exec, for the command. Only these are
+// checked: the Go runtime leaves them as the caller set them until something
+// registers them (it does so for SIGCONT, 32 and 34 too, which nobody
+// ignores in practice: one syscall each at start-up saved). Every other
+// signal the runtime takes over before main runs, ignored or not.
+var (
+	// keptEarly, SIGHUP (nohup) and SIGINT (a shell's `cmd &`), the
+	// runtime reports itself: no syscall.
+	keptEarly = []syscall.Signal{unix.SIGHUP, unix.SIGINT}
+	// keptRest, the job-control signals, are checked alongside start-up,
+	// before rest is registered.
+	keptRest = []syscall.Signal{unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU}
+)
+
 // Capture starts capturing signals. Call it first thing in main.
 func Capture() *Signals {
 	s := &Signals{chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 128)}
-	signal.Notify(s.fwd, early...)
-	go signal.Notify(s.fwd, rest()...)
+	var kept []syscall.Signal
+	for _, sig := range keptEarly {
+		if signal.Ignored(sig) {
+			kept = append(kept, sig)
+		}
+	}
+	signal.Notify(s.fwd, without(early, kept)...)
+	s.rawFD, s.rawErr = catchRaw(rawSignals)
+	go func() {
+		for _, sig := range keptRest {
+			if ignored(sig) {
+				kept = append(kept, sig)
+			}
+		}
+		signal.Notify(s.fwd, without(rest(), kept)...)
+	}()
 	return s
 }
 
-// rest is every other catchable signal, minus SIGCHLD (the wait loop's) and
+// rest is every other catchable signal, minus SIGCHLD (the wait loop's),
 // SIGURG (the Go runtime sends it to itself for preemption; a child
-// receiving it would be a bug, runc 3364).
+// receiving it would be a bug, runc 3364), 33 (the runtime's own) and
+// rawSignals.
 func rest() []os.Signal {
 	var sigs []os.Signal
 	for n := 1; n <= 64; n++ {
 		s := syscall.Signal(n)
 		switch s {
-		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG:
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG, sigPerThreadSyscall:
 			continue
 		}
-		if !slices.Contains(early, os.Signal(s)) {
+		if !slices.Contains(early, os.Signal(s)) && !slices.Contains(rawSignals, s) {
 			sigs = append(sigs, s)
 		}
 	}
 	return sigs
+}
+
+// without is sigs minus the kept ones.
+func without(sigs []os.Signal, kept []syscall.Signal) []os.Signal {
+	return slices.DeleteFunc(slices.Clone(sigs), func(sig os.Signal) bool {
+		return slices.Contains(kept, sig.(syscall.Signal))
+	})
 }
 
 // PendingTermination reports the first signal received so far whose default

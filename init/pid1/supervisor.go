@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -57,6 +58,15 @@ type Supervisor struct {
 	// noChildren is set when wait4 said ECHILD: no process is left that
 	// could be ours to reap, so shutdown has nothing to do.
 	noChildren bool
+
+	// jobControl: caw-init is not PID 1 and stdin is its controlling
+	// terminal, so it may be a shell's job: when the main child stops,
+	// caw-init stops too (as dumb-init does), or the shell would wait on
+	// a job that never says it stopped.
+	jobControl bool
+	// stoppedFg is the terminal's foreground group when caw-init stopped
+	// itself, given back on SIGCONT (0: not stopped).
+	stoppedFg int
 }
 
 // Start spawns the command. It does not wait: Wait's loop owns all waiting,
@@ -78,10 +88,13 @@ func Start(cfg Config, sigs *Signals) (*Supervisor, error) {
 		Setpgid:    true,
 		Credential: cfg.Credential,
 	}
-	if controllingTTY(0) {
+	tty := controllingTTY(0)
+	if tty && foreground(0) {
 		// The child does tcsetpgrp on the terminal before exec (with its
 		// signals still blocked, so no SIGTTOU): job control and Ctrl-C
-		// reach the command, not caw-init.
+		// reach the command, not caw-init. Not when caw-init was started
+		// in the background: the child would take the terminal from
+		// the shell.
 		attr.Foreground = true
 		attr.Ctty = 0
 	}
@@ -99,12 +112,21 @@ func Start(cfg Config, sigs *Signals) (*Supervisor, error) {
 	if err != nil {
 		return nil, startError(cfg.Argv[0], err)
 	}
-	s := &Supervisor{cfg: cfg, sigs: sigs, pid: pid, pidfd: -1}
+	s := &Supervisor{cfg: cfg, sigs: sigs, pid: pid, pidfd: -1, jobControl: tty && !cfg.PID1}
 	// Safe: nothing reaps the child before Wait runs.
 	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
 		s.pidfd = fd
 	}
 	cfg.Logf(1, "started %q as pid %d (tty foreground: %v)", path, s.pid, attr.Foreground)
+	// The command keeps the working directory it started in; caw-init
+	// leaves it, so that it holds no directory busy (a host-side umount
+	// of the image's WORKDIR would fail), as dumb-init and catatonit do.
+	if err := unix.Chdir("/"); err != nil {
+		cfg.Logf(0, "chdir /: %v", err)
+	}
+	if sigs.rawErr != nil {
+		cfg.Logf(0, "signals 32, 34 and SIGPROF are not forwarded: %v", sigs.rawErr)
+	}
 	return s, nil
 }
 
@@ -116,6 +138,13 @@ func controllingTTY(fd int) bool {
 	}
 	_, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
 	return err == nil
+}
+
+// foreground reports whether caw-init's process group is the foreground
+// group of the terminal fd.
+func foreground(fd int) bool {
+	pg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	return err == nil && pg == unix.Getpgrp()
 }
 
 func startError(command string, err error) *StartError {
@@ -147,6 +176,9 @@ func (s *Supervisor) Pid() int { return s.pid }
 // start-up for a short command), and costs nothing while idle. Signals
 // are forwarded meanwhile from another goroutine.
 func (s *Supervisor) Wait() syscall.WaitStatus {
+	if s.sigs.rawFD >= 0 {
+		go readRaw(s.sigs.rawFD, s.sigs.fwd)
+	}
 	stop := make(chan struct{})
 	forwarded := make(chan struct{})
 	go func() {
@@ -160,10 +192,20 @@ func (s *Supervisor) Wait() syscall.WaitStatus {
 			}
 		}
 	}()
+	flags := unix.WALL
+	if s.jobControl {
+		flags |= unix.WUNTRACED
+	}
 	for {
 		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, unix.WALL, nil)
+		pid, err := syscall.Wait4(-1, &ws, flags, nil)
 		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err == nil && ws.Stopped() {
+			if pid == s.pid {
+				s.stopSelf(ws.StopSignal())
+			}
 			continue
 		}
 		if err != nil {
@@ -214,11 +256,52 @@ func (s *Supervisor) reap() {
 	}
 }
 
+// stopSelf stops caw-init after its main child stopped (Ctrl-Z, or a read
+// from the terminal in the background), so the shell that runs caw-init as
+// a job sees it stopped and takes the terminal back. The SIGCONT that
+// resumes caw-init (fg, bg) is forwarded to the child.
+func (s *Supervisor) stopSelf(by syscall.Signal) {
+	// The group to give the terminal back to: the one that has it now if
+	// it is on the child's side (the child's, or a job of a child shell),
+	// else the child's own (it stopped reading the terminal from the
+	// background, and fg means it should now have it).
+	fg, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	if ppg, perr := unix.Getpgid(os.Getppid()); err != nil || fg == unix.Getpgrp() || (perr == nil && fg == ppg) {
+		fg = s.pid
+	}
+	s.mu.Lock()
+	s.stoppedFg = fg
+	s.mu.Unlock()
+	s.cfg.Logf(1, "main child %d stopped by %s: stopping caw-init too", s.pid, signalName(by))
+	if err := syscall.Kill(os.Getpid(), syscall.SIGSTOP); err != nil {
+		s.cfg.Logf(0, "cannot stop (%v): the shell will not see the job stopped", err)
+	}
+}
+
+// resumeForeground gives the terminal back to the group that had it when
+// caw-init stopped itself, if caw-init was resumed in the foreground (fg):
+// the shell gave the terminal to caw-init's group, not to the child's.
+// Called with s.mu held, before SIGCONT is forwarded, so the child does not
+// run one instant in the background.
+func (s *Supervisor) resumeForeground() {
+	fg := s.stoppedFg
+	s.stoppedFg = 0
+	if fg <= 0 || !foreground(0) {
+		return // not stopped by stopSelf, or resumed in the background (bg)
+	}
+	if err := unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, fg); err != nil {
+		s.cfg.Logf(1, "giving the terminal back to group %d: %v", fg, err)
+	}
+}
+
 func (s *Supervisor) forward(sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done {
 		return
+	}
+	if sig == syscall.SIGCONT && s.jobControl {
+		s.resumeForeground()
 	}
 	target := s.pid
 	var err error
