@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/fakeagent"
 	"github.com/caw-dev/caw/internal/tokenserver"
 	"github.com/caw-dev/caw/manifest"

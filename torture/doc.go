@@ -1,5 +1,5 @@
 // Package torture is caw's torture suite: Go tests that drive the real
-// caw-init binary, set up as in a container (bench/harness), through what
+// caw-init binary, set up as in a container (internal/harness), through what
 // breaks credential guards: torn writes, SIGKILL during refresh storms,
 // refreshes racing on both sides, a hostile container user attacking the
 // root guard, and a long soak. Each test prints its counts at the end (go
