@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/fakeagent"
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/tokenserver"
 	"github.com/caw-dev/caw/manifest"
 )
