@@ -17,16 +17,8 @@ import (
 	"github.com/caw-dev/caw/internal/testenv"
 )
 
-// full reports whether CAW_TORTURE=full asks for the published counts.
-func full() bool { return os.Getenv("CAW_TORTURE") == "full" }
-
 // rounds is the bounded count, or the full one under CAW_TORTURE=full.
-func rounds(bounded, fullCount int) int {
-	if full() {
-		return fullCount
-	}
-	return bounded
-}
+var rounds = testenv.Rounds
 
 // rng gives each test its own reproducible random source; the seed is
 // logged so a failure can be replayed with CAW_TORTURE_SEED.
@@ -167,7 +159,7 @@ func (c *counts) report(t *testing.T, name string, losses ...string) {
 	}
 	c.mu.Unlock()
 	mode := "bounded"
-	if full() {
+	if testenv.TortureFull() {
 		mode = "full"
 	}
 	t.Logf("TORTURE %s (%s):%s", name, mode, b.String())

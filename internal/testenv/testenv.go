@@ -121,3 +121,16 @@ func ModuleRoot(t testing.TB) string {
 	}
 	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
 }
+
+// TortureFull reports whether CAW_TORTURE=full asks the torture and storm
+// tests for the counts docs/FIGURES.md quotes; otherwise they run a bounded
+// form sized for CI. It is the one knob for their size.
+func TortureFull() bool { return os.Getenv("CAW_TORTURE") == "full" }
+
+// Rounds is bounded, or full under CAW_TORTURE=full.
+func Rounds(bounded, full int) int {
+	if TortureFull() {
+		return full
+	}
+	return bounded
+}
