@@ -62,8 +62,8 @@ func (a *attackFx) check(replaces bool) {
 	if len(entries) != 1 {
 		a.t.Fatalf("the guard created %d files outside the home", len(entries)-1)
 	}
-	if a.log.count(1, "ignoring the home side") == 0 && replaces {
-		a.t.Fatalf("the hostile home copy was not reported at -v")
+	if a.report("claude").HomeHostile == 0 && replaces {
+		a.t.Fatalf("the hostile home copy was not refused as such")
 	}
 }
 

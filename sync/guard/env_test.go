@@ -239,6 +239,18 @@ func (f *fx) start() *Guard {
 	return g
 }
 
+// report is what the last guard started reports on agent's credential.
+func (f *fx) report(agent string) CredReport {
+	f.t.Helper()
+	for _, r := range f.g.Report() {
+		if r.Agent == agent {
+			return r
+		}
+	}
+	f.t.Fatalf("the guard reports nothing on %s", agent)
+	return CredReport{}
+}
+
 func (f *fx) homePath(rel string) string { return filepath.Join(f.home, rel) }
 
 // writeOwned writes p in place (keeping its inode when it exists).

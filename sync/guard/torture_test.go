@@ -125,7 +125,7 @@ func TestHomeRenameStorm(t *testing.T) {
 	waitContent(t, hostFile, claudeTok(rounds+1))
 	reads, invalid, regressed := mon.finish()
 	assertContent(t, homeFile, claudeTok(rounds+1))
-	hostile := f.log.count(-1, "ignoring the home side")
+	hostile := f.report("claude").HomeHostile
 	t.Logf("rename storm: rounds=%d host-reads=%d invalid-seen=%d regressions=%d hostile-misreads=%d",
 		rounds, reads, invalid, regressed, hostile)
 	if invalid > 0 || regressed > 0 || hostile > 0 {
