@@ -86,18 +86,13 @@ func container(t *testing.T, bin, dir string, host *harness.Host, strategy strin
 			t.Logf("caw-init stderr:\n%s", tail(s, 40))
 		}
 	})
-	waitFor(t, c.HomeFile, harness.ReadSeq(host.File), 5*time.Second)
+	if err := waitSeq(c.HomeFile, harness.ReadSeq(host.File), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	return c
 }
 
-// waitFor waits until path holds seq (through inotify on its directory).
-func waitFor(t *testing.T, path string, seq int64, timeout time.Duration) {
-	t.Helper()
-	if err := waitSeq(path, seq, timeout); err != nil {
-		t.Fatal(err)
-	}
-}
-
+// waitSeq waits until path holds seq (inotify on it and its directory).
 func waitSeq(path string, seq int64, timeout time.Duration) error {
 	w, err := harness.NewWatch(harness.MaskWritten, filepath.Dir(path))
 	if err != nil {

@@ -287,37 +287,10 @@ func readFile(p string) []byte {
 
 func same(a, b []byte) bool { return bytes.Equal(trimJSON(a), trimJSON(b)) }
 
-// waitFor waits, on inotify events in dirs, until cond holds (10s at most).
-func waitFor(t testing.TB, what string, cond func() bool, dirs ...string) {
-	t.Helper()
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	for _, d := range dirs {
-		unix.InotifyAddWatch(fd, d, unix.IN_MODIFY|unix.IN_MOVED_TO|unix.IN_CREATE|unix.IN_CLOSE_WRITE|unix.IN_ATTRIB|unix.IN_DELETE)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	buf := make([]byte, 64*1024)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		// The poll timeout is only a backstop against a missed event.
-		unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 20)
-		for {
-			if n, err := unix.Read(fd, buf); n <= 0 || err != nil {
-				break
-			}
-		}
-	}
-}
-
 // waitContent waits until p holds want (trailing whitespace ignored).
 func waitContent(t testing.TB, p string, want []byte) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s to hold %.60s", p, want), func() bool { return same(readFile(p), want) }, filepath.Dir(p))
+	testenv.WaitFor(t, fmt.Sprintf("%s to hold %.60s", p, want), func() bool { return same(readFile(p), want) }, filepath.Dir(p))
 }
 
 func assertContent(t testing.TB, p string, want []byte) {

@@ -127,7 +127,7 @@ func TestBindBothWays(t *testing.T) {
 	short := []byte(`{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":` + itoa(tokenBase+99000) + `},"mcpOAuth":{}}`)
 	renameOwned(t, homeFile, short, userUID, userGID)
 	waitContent(t, hostFile, short)
-	waitFor(t, "the host file truncated to size", func() bool { return len(readFile(hostFile)) == len(short) }, filepath.Dir(hostFile))
+	testenv.WaitFor(t, "the host file truncated to size", func() bool { return len(readFile(hostFile)) == len(short) }, filepath.Dir(hostFile))
 	assertOwner(t, hostFile, hostUID, hostGID, 0o600)
 	assertOwner(t, homeFile, userUID, userGID, 0o600)
 }
@@ -154,7 +154,7 @@ func TestBindDirBothWays(t *testing.T) {
 	assertOwner(t, hostFile, hostUID, hostGID, 0o640)
 	// No temp file left behind on the host. The file displaced by the swap
 	// is removed just after it, so that may take a moment.
-	waitFor(t, "the host dir to hold only the credential", func() bool {
+	testenv.WaitFor(t, "the host dir to hold only the credential", func() bool {
 		names, _ := os.ReadDir(filepath.Dir(hostFile))
 		return len(names) == 1
 	}, filepath.Dir(hostFile))
@@ -217,7 +217,7 @@ func TestRegressionWriteBack(t *testing.T) {
 		t.Fatalf("%d write-backs to the home, want %d:\n%s", n, maxWriteBacks, f.log)
 	}
 	renameOwned(t, homeFile, claudeTok(15), userUID, userGID)
-	waitFor(t, "the home left alone", func() bool { return f.report("claude").HomeLeftAlone }, f.homePath(".claude"))
+	testenv.WaitFor(t, "the home left alone", func() bool { return f.report("claude").HomeLeftAlone }, f.homePath(".claude"))
 	assertContent(t, homeFile, claudeTok(15))
 	assertContent(t, hostFile, claudeTok(20))
 	// A genuinely fresher token from the container still goes through.
@@ -335,7 +335,7 @@ func TestDeadInode(t *testing.T) {
 	s := f.sentinel()
 	f.start()
 	renameOwned(t, hostFile, claudeTok(2), hostUID, hostGID)
-	waitFor(t, "the host to be reported dead", func() bool { return f.report("claude").DeadHost }, f.homePath(".claude"))
+	testenv.WaitFor(t, "the host to be reported dead", func() bool { return f.report("claude").DeadHost }, f.homePath(".claude"))
 	renameOwned(t, f.homePath(".claude/.credentials.json"), claudeTok(5), userUID, userGID)
 	s.barrier()
 	assertContent(t, hostFile, claudeTok(2))
@@ -358,7 +358,7 @@ func TestReadOnlyHost(t *testing.T) {
 	f.start()
 	homeFile := f.homePath(".claude/.credentials.json")
 	renameOwned(t, homeFile, claudeTok(2), userUID, userGID)
-	waitFor(t, "the host to be reported read-only", func() bool { return f.report("claude").ReadOnlyHost }, f.homePath(".claude"))
+	testenv.WaitFor(t, "the host to be reported read-only", func() bool { return f.report("claude").ReadOnlyHost }, f.homePath(".claude"))
 	// The other direction keeps working.
 	writeOwned(t, hostFile, claudeTok(3), hostUID, hostGID, 0o600)
 	waitContent(t, homeFile, claudeTok(3))

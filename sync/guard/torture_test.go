@@ -166,7 +166,7 @@ func TestTwoSidedStorm(t *testing.T) {
 	// Both sides converge on the freshest token written anywhere. The host
 	// writer's own truncate-then-write is visible to the monitor as
 	// "invalid" by design of that writer, so only convergence is asserted.
-	waitFor(t, "convergence", func() bool {
+	testenv.WaitFor(t, "convergence", func() bool {
 		a, b := tokenOf(readFile(hostFile)), tokenOf(readFile(homeFile))
 		return a == n && b == n
 	}, filepath.Dir(hostFile), filepath.Dir(homeFile))
