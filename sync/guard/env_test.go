@@ -1,32 +1,29 @@
 package guard
 
 // Test environment: every test in this package runs in a private mount
-// namespace (TestMain re-executes the test binary with CLONE_NEWNS; Go makes
-// / private in the child), so tests bind-mount real host files onto real
-// staging placeholders exactly as Docker does, and watch them with real
-// inotify.
+// namespace (TestMain: mountns.Main), so tests bind-mount real host files
+// onto real staging placeholders exactly as Docker does, and watch them with
+// real inotify.
 
 import (
 	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/testenv"
+	"github.com/caw-dev/caw/internal/testenv/mountns"
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
 )
 
 const (
-	nsEnv     = "CAW_GUARD_TEST_NS"
 	helperEnv = "CAW_GUARD_TEST_HELPER"
 	// The container user, and the host user owning the host files.
 	userUID, userGID = 1000, 1000
@@ -37,21 +34,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(guardHelper())
 	}
-	if os.Geteuid() == 0 && os.Getenv(nsEnv) == "" {
-		cmd := exec.Command(os.Args[0], os.Args[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = append(os.Environ(), nsEnv+"=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				os.Exit(ee.ExitCode())
-			}
-			fmt.Fprintln(os.Stderr, "re-exec in a private mount namespace:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
+	mountns.Main(m)
 }
 
 // tokenBase is an expiry an hour ahead: token n expires n seconds later, so
@@ -126,7 +109,7 @@ type fx struct {
 func newFx(t testing.TB) *fx {
 	t.Helper()
 	testenv.RequireRoot(t)
-	if os.Getenv(nsEnv) == "" {
+	if !mountns.Inside() {
 		t.Fatal("not in a private mount namespace (TestMain re-executes the tests as root)")
 	}
 	dir := t.TempDir()
