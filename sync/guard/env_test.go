@@ -42,18 +42,16 @@ func TestMain(m *testing.M) {
 var tokenBase = time.Now().Add(time.Hour).UnixMilli()
 
 func claudeTok(n int) []byte {
-	return fmt.Appendf(nil, `{"claudeAiOauth":{"accessToken":"at-%d","refreshToken":"rt-%d","expiresAt":%d,"scopes":["user:inference"]},"mcpOAuth":{}}`+"\n",
-		n, n, tokenBase+int64(n)*1000)
+	return append(harness.ClaudeJSON(fmt.Sprint("at-", n), fmt.Sprint("rt-", n), tokenBase+int64(n)*1000), '\n')
 }
 
 func codexTok(n int) []byte {
 	// last_refresh is in the past, as a real one always is.
 	last := time.UnixMilli(tokenBase).Add(-2*time.Hour + time.Duration(n)*time.Second).UTC().Format(time.RFC3339Nano)
-	return fmt.Appendf(nil, `{"OPENAI_API_KEY":null,"tokens":{"id_token":"id-%d","access_token":"ac-%d","refresh_token":"rf-%d","account_id":"acct"},"last_refresh":%q}`+"\n",
-		n, n, n, last)
+	return append(harness.CodexJSON(fmt.Sprint("id-", n), fmt.Sprint("ac-", n), fmt.Sprint("rf-", n), "acct", last), '\n')
 }
 
-var claudeStub = []byte(`{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":0}}` + "\n")
+var claudeStub = []byte(harness.ClaudeStub + "\n")
 
 // logBuf collects the guard's log lines.
 type logBuf struct {

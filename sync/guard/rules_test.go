@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/harness"
 	"golang.org/x/sys/unix"
 )
 
@@ -151,7 +152,7 @@ func (f *fx) geminiSentinel() *sentinel {
 }
 
 func geminiTok(n int) []byte {
-	return fmt.Appendf(nil, `{"access_token":"ya29.%d","refresh_token":"1//r","expiry_date":%d}`+"\n", n, time.Now().Add(30*time.Minute).UnixMilli()+int64(n))
+	return append(harness.GeminiJSON(fmt.Sprint("ya29.", n), "1//r", time.Now().Add(30*time.Minute).UnixMilli()+int64(n)), '\n')
 }
 
 // TestMergeKeepsBothSides: an MCP server's login in the container and a
@@ -165,7 +166,7 @@ func TestMergeKeepsBothSides(t *testing.T) {
 	homeFile, gemHome := f.homePath(".claude/.credentials.json"), f.homePath(".gemini/oauth_creds.json")
 	mcp := func(n int) []byte {
 		b := claudeTok(n)
-		return append(b[:len(b)-3], []byte(`"srv":{"accessToken":"mcp"}}}`+"\n")...)
+		return append(b[:len(b)-2], []byte(`,"mcpOAuth":{"srv":{"accessToken":"mcp"}}}`+"\n")...)
 	}
 	renameOwned(t, homeFile, mcp(1), userUID, userGID)
 	waitContent(t, hostFile, mcp(1))
