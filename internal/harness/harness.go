@@ -331,6 +331,26 @@ func WaitSeq(w *Watch, path string, seq int64, deadline time.Time) error {
 	return err
 }
 
+// MkdirAtOnce makes every directory in paths at the same instant, one
+// goroutine each released together (as agents on both sides of a mount
+// taking their refresh locks), and reports which mkdir succeeded.
+func MkdirAtOnce(paths ...string) []bool {
+	got := make([]bool, len(paths))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, p := range paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			got[i] = os.Mkdir(p, 0o700) == nil
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return got
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -50,7 +50,7 @@ func (w *Watch) Add(path string, mask uint32) error {
 const MaskChanged = MaskWritten | syscall.IN_MOVED_FROM | syscall.IN_DELETE
 
 // WaitFor waits until cond holds, re-checking it on every change inotify
-// reports on paths and every 20 ms (a backstop for a condition no file
+// reports on paths and every 5 ms (a backstop for a condition no file
 // change announces, such as a guard's report), until the deadline.
 func WaitFor(deadline time.Time, cond func() bool, paths ...string) error {
 	w, err := NewWatch(MaskChanged, paths...)
@@ -59,7 +59,7 @@ func WaitFor(deadline time.Time, cond func() bool, paths ...string) error {
 	}
 	defer w.Close()
 	for {
-		err := w.Until(earliest(deadline, time.Now().Add(20*time.Millisecond)), cond)
+		err := w.Until(earliest(deadline, time.Now().Add(5*time.Millisecond)), cond)
 		if !errors.Is(err, ErrTimeout) || time.Now().After(deadline) {
 			return err
 		}

@@ -139,7 +139,7 @@ func Rounds(bounded, full int) int {
 }
 
 // WaitFor waits until cond holds, re-checking it on every inotify event on
-// paths (and every 20 ms), and fails the test after 10 seconds.
+// paths (and every 5 ms), and fails the test after 10 seconds.
 func WaitFor(t testing.TB, what string, cond func() bool, paths ...string) {
 	t.Helper()
 	if err := harness.WaitFor(time.Now().Add(10*time.Second), cond, paths...); err != nil {
