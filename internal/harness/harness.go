@@ -82,7 +82,7 @@ type Container struct {
 	cmd     *exec.Cmd
 	pid     int // the guard's pid, seen from here
 	waitErr chan error
-	stderr  *syncBuffer
+	stderr  *SyncBuffer
 }
 
 // Spec is how to start one container's guard.
@@ -196,7 +196,7 @@ shift 5; exec "$@"`
 		"/bin/sh", "-c", script, "sh", c.MountSrc, c.MountDst, c.Passwd, c.Group, c.Staging}
 	args = append(args, spec.Argv(c)...)
 	c.cmd = exec.Command("unshare", args...)
-	c.stderr = &syncBuffer{}
+	c.stderr = &SyncBuffer{}
 	c.cmd.Stderr = c.stderr
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {
@@ -351,12 +351,14 @@ func MkdirAtOnce(paths ...string) []bool {
 	return got
 }
 
-type syncBuffer struct {
+// SyncBuffer collects a process's output for several goroutines: writes
+// and reads are locked, and it keeps the first MiB.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.b.Len() > 1<<20 {
@@ -365,10 +367,10 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
-var _ io.Writer = (*syncBuffer)(nil)
+var _ io.Writer = (*SyncBuffer)(nil)
