@@ -6,7 +6,9 @@
 // test -v) and fails on any loss.
 //
 // The tests always run, in a bounded form sized for CI (a few minutes in
-// all); CAW_TORTURE=full runs the counts docs/FIGURES.md quotes:
+// all); CAW_TORTURE=full (testenv.Rounds, the one knob, which sizes the
+// guard's storm tests in ./sync/guard too) runs the counts docs/FIGURES.md
+// quotes:
 //
 //	go test -count=1 -v ./torture/                      # bounded (CI)
 //	CAW_TORTURE=full go test -count=1 -v -timeout 60m ./torture/
