@@ -37,6 +37,11 @@ type cred struct {
 	format string
 	host   hostSide
 	homeWd int32
+	// homeWds are its watches on the home: the home copy's directory and
+	// those above it (see watchHome). Per credential, as only its own
+	// worker re-watches them: a map shared by all was written by
+	// several workers at once (go test -race).
+	homeWds []homeWatch
 
 	mu sync.Mutex
 	// at is what the guard knows of each side; hostAt what only the host

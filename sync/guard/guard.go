@@ -72,12 +72,9 @@ type Config struct {
 
 // Guard keeps home copies and host credentials in sync.
 type Guard struct {
-	cfg  Config
-	auth *os.File // the staging dir
-	home *homeFS
-	// homeWds are each credential's watches on the home: its directory,
-	// then the directories above it (see watchHome).
-	homeWds map[*cred][]homeWatch
+	cfg     Config
+	auth    *os.File // the staging dir
+	home    *homeFS
 	creds   []*cred
 	skipped []CredReport // the synced entries setup could not sync (Report)
 	in      *inotify
@@ -129,7 +126,6 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 		}
 		g.auth = d
 	}
-	g.homeWds = map[*cred][]homeWatch{}
 	h, err := openHome(cfg.Home, safefs.User{UID: cfg.UID, GID: cfg.GID, Groups: cfg.Groups})
 	if err != nil {
 		g.logf(0, "%v: agent credentials are not copied or synced", err)
@@ -291,7 +287,7 @@ func (g *Guard) watchHome(c *cred) error {
 	rel := c.e.ContainerTarget
 	dir := path.Dir(rel)
 	var ws []homeWatch
-	defer func() { g.homeWds[c] = append(g.homeWds[c], ws...) }()
+	defer func() { c.homeWds = append(c.homeWds, ws...) }()
 	add := func(dirRel string, mask uint32, t target) error {
 		p, closer, err := g.home.watchDir(dirRel)
 		if err != nil {
@@ -326,10 +322,10 @@ func (g *Guard) watchHome(c *cred) error {
 // the user); one moved away is not (the user is at work there: recreating
 // it would race them), and the watches above it report when it is back.
 func (g *Guard) rewatchHome(c *cred) {
-	for _, w := range g.homeWds[c] {
+	for _, w := range c.homeWds {
 		g.in.remove(w.wd, w.t)
 	}
-	delete(g.homeWds, c)
+	c.homeWds = nil
 	c.homeWd = -1
 	if g.in.takeGone(c) {
 		if err := g.home.mkdirParents(c.e.ContainerTarget); err != nil {
