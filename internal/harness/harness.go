@@ -88,7 +88,10 @@ type Container struct {
 // Spec is how to start one container's guard.
 type Spec struct {
 	Strategy string // Bind (default) or BindDir
-	UID, GID int    // target user; 0 means 1000
+	// Agent and Target are the agent whose credential is guarded and its
+	// path in the home; empty: Claude Code's ~/.claude/.credentials.json.
+	Agent, Target string
+	UID, GID      int // target user; 0 means 1000
 	// PlainStaging leaves the staging dir a plain directory, not the
 	// read-only mount a real container has: as in a container started
 	// without $(caw docker-flags), where anyone may have made it.
@@ -128,18 +131,22 @@ func Prepare(dir string, host *Host, spec Spec) (*Container, error) {
 	if c.UID == 0 {
 		c.UID, c.GID = 1000, 1000
 	}
+	agent, target, src := "claude", ".claude/.credentials.json", "claude/credentials.json"
+	if spec.Agent != "" {
+		agent, target = spec.Agent, spec.Target
+		src = agent + "/" + filepath.Base(target)
+	}
+	if c.Strategy == BindDir {
+		src = agent + "/config-dir/" + filepath.Base(target)
+	}
 	c.Staging = filepath.Join(dir, "staging")
 	c.Home = filepath.Join(dir, "home")
-	c.HomeFile = filepath.Join(c.Home, ".claude", ".credentials.json")
-	src := "claude/credentials.json"
-	if c.Strategy == BindDir {
-		src = "claude/config-dir/.credentials.json"
-	}
+	c.HomeFile = filepath.Join(c.Home, target)
 	m := &manifest.Manifest{
 		Version: manifest.Version, CreatedAt: "2026-11-30T00:00:00+00:00",
 		HostHome: host.Home, ContainerHome: c.Home, MountPoint: c.Staging,
-		Agents: map[string]manifest.Agent{"claude": {Files: []manifest.File{{
-			Src: src, ContainerTarget: ".claude/.credentials.json", HostOriginal: ".claude/.credentials.json",
+		Agents: map[string]manifest.Agent{agent: {Files: []manifest.File{{
+			Src: src, ContainerTarget: target, HostOriginal: target,
 			Type: manifest.TypeCredential, Strategy: c.Strategy, Mode: "0600",
 		}}}},
 	}
@@ -147,7 +154,7 @@ func Prepare(dir string, host *Host, spec Spec) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(c.Staging, "claude"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(c.Staging, agent), 0o755); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(c.Staging, manifest.FileName), data, 0o644); err != nil {
