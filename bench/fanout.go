@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 )
 
 // benchFanout starts k caw-init guards on one host credential and measures,

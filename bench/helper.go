@@ -11,7 +11,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 )
 
 // helper runs one of the bench's own helper modes (this binary re-executed

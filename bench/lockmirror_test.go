@@ -9,12 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/testenv"
 )
 
@@ -69,17 +68,6 @@ func isDir(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // mkdirAs takes a lock directory as uid, the way an agent does.
 func mkdirAs(t *testing.T, p string, uid int) bool {
 	t.Helper()
@@ -103,13 +91,13 @@ func TestRealLockMirror(t *testing.T) {
 			t.Fatalf("round %d: %s already locked", round, all[i])
 		}
 		for _, p := range all {
-			eventually(t, p+" locked", 5*time.Second, func() bool { return isDir(p) })
+			testenv.WaitFor(t, p+" locked", func() bool { return isDir(p) })
 		}
 		if err := os.Remove(all[i]); err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range all {
-			eventually(t, p+" unlocked", 5*time.Second, func() bool { return !isDir(p) })
+			testenv.WaitFor(t, p+" unlocked", func() bool { return !isDir(p) })
 		}
 	}
 }
@@ -122,19 +110,7 @@ func TestRealLockMirrorSameInstant(t *testing.T) {
 	paths := []string{r.hostLock(), homeLock(r.cs[0])}
 	both := 0
 	for round := 0; round < 50; round++ {
-		var got [2]bool
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i, p := range paths {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				got[i] = os.Mkdir(p, 0o700) == nil
-			}()
-		}
-		close(start)
-		wg.Wait()
+		got := harness.MkdirAtOnce(paths...)
 		if got[0] && got[1] {
 			both++
 		}
@@ -145,7 +121,7 @@ func TestRealLockMirrorSameInstant(t *testing.T) {
 			}
 		}
 		for _, p := range paths {
-			eventually(t, p+" unlocked", 5*time.Second, func() bool { return !isDir(p) })
+			testenv.WaitFor(t, p+" unlocked", func() bool { return !isDir(p) })
 		}
 	}
 	t.Logf("both agents got the lock in %d of 50 rounds started at the same instant", both)
@@ -163,7 +139,7 @@ func TestRealLockMirrorKilledHolder(t *testing.T) {
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the host mirror", 5*time.Second, func() bool { return isDir(r.hostLock()) })
+	testenv.WaitFor(t, "the host mirror", func() bool { return isDir(r.hostLock()) })
 	holder.Process.Kill()
 	holder.Wait()
 	time.Sleep(1500 * time.Millisecond)
@@ -174,12 +150,12 @@ func TestRealLockMirrorKilledHolder(t *testing.T) {
 	if err := os.Chtimes(home, old, old); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the dead lock and its mirror to go", 5*time.Second, func() bool { return !isDir(home) && !isDir(r.hostLock()) })
+	testenv.WaitFor(t, "the dead lock and its mirror to go", func() bool { return !isDir(home) && !isDir(r.hostLock()) })
 	// The host's agent can lock again, and it is mirrored.
 	if !mkdirAs(t, r.hostLock(), hostUID) {
 		t.Fatal("host cannot lock")
 	}
-	eventually(t, "the new lock mirrored", 5*time.Second, func() bool { return isDir(home) })
+	testenv.WaitFor(t, "the new lock mirrored", func() bool { return isDir(home) })
 }
 
 // TestRealLockMirrorDeadContainer: a container killed (SIGKILL, its guard
@@ -192,9 +168,9 @@ func TestRealLockMirrorDeadContainer(t *testing.T) {
 	if !mkdirAs(t, homeLock(dead), 1000) {
 		t.Fatal("cannot lock")
 	}
-	eventually(t, "the host mirror", 5*time.Second, func() bool { return isDir(r.hostLock()) })
+	testenv.WaitFor(t, "the host mirror", func() bool { return isDir(r.hostLock()) })
 	for _, c := range alive {
-		eventually(t, "the other homes' mirrors", 5*time.Second, func() bool { return isDir(homeLock(c)) })
+		testenv.WaitFor(t, "the other homes' mirrors", func() bool { return isDir(homeLock(c)) })
 	}
 	dead.Kill()
 	if !isDir(r.hostLock()) {
@@ -204,14 +180,14 @@ func TestRealLockMirrorDeadContainer(t *testing.T) {
 	if err := os.Chtimes(r.hostLock(), old, old); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the dead container's lock to go from the host", 5*time.Second, func() bool { return !isDir(r.hostLock()) })
+	testenv.WaitFor(t, "the dead container's lock to go from the host", func() bool { return !isDir(r.hostLock()) })
 	for _, c := range alive {
-		eventually(t, "the other homes unlocked", 5*time.Second, func() bool { return !isDir(homeLock(c)) })
+		testenv.WaitFor(t, "the other homes unlocked", func() bool { return !isDir(homeLock(c)) })
 	}
 	if !mkdirAs(t, homeLock(alive[0]), 1000) {
 		t.Fatal("a live container cannot lock")
 	}
-	eventually(t, "its lock mirrored to the host", 5*time.Second, func() bool { return isDir(r.hostLock()) })
+	testenv.WaitFor(t, "its lock mirrored to the host", func() bool { return isDir(r.hostLock()) })
 }
 
 // TestRealLockMirrorStopped: a container stopped while its agent holds the
@@ -222,7 +198,7 @@ func TestRealLockMirrorStopped(t *testing.T) {
 	if !mkdirAs(t, homeLock(r.cs[0]), 1000) {
 		t.Fatal("cannot lock")
 	}
-	eventually(t, "the host mirror", 5*time.Second, func() bool { return isDir(r.hostLock()) })
+	testenv.WaitFor(t, "the host mirror", func() bool { return isDir(r.hostLock()) })
 	_ = r.cs[0].Stop(syscall.SIGTERM, 10*time.Second)
 	if isDir(r.hostLock()) {
 		t.Fatal("the host mirror outlived the stopped container")

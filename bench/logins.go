@@ -14,10 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
 	"github.com/caw-dev/caw/internal/fakeagent"
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/tokenserver"
-	"github.com/caw-dev/caw/manifest"
 )
 
 // The logins scenario (issue 12): one Claude login used at once by the
@@ -341,7 +340,7 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 			var err error
 			if sc.agent == fakeagent.Claude {
 				c, err = harness.Start(filepath.Join(dir, name), host, spec, 30*time.Second)
-			} else if c, err = prepareBind(filepath.Join(dir, name), host, sc.agent); err == nil {
+			} else if c, err = harness.Prepare(filepath.Join(dir, name), host, harness.Spec{Agent: sc.agent, Target: credPath[sc.agent]}); err == nil {
 				err = c.Start(spec, 30*time.Second)
 			}
 			if err != nil {
@@ -425,51 +424,4 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 		return res, errors.New("missing reports")
 	}
 	return res, nil
-}
-
-// prepareBind lays out a container whose agent's credential is a single
-// bind-mounted file (Codex's default strategy), as harness.Prepare does for
-// Claude Code's.
-func prepareBind(dir string, host *harness.Host, agent string) (*harness.Container, error) {
-	c := &harness.Container{Dir: dir, Host: host, Strategy: harness.Bind, UID: 1000, GID: 1000}
-	c.Staging = filepath.Join(dir, "staging")
-	c.Home = filepath.Join(dir, "home")
-	c.HomeFile = filepath.Join(c.Home, credPath[agent])
-	src := agent + "/" + filepath.Base(credPath[agent])
-	m := &manifest.Manifest{
-		Version: manifest.Version, CreatedAt: "2026-11-30T00:00:00+00:00",
-		HostHome: host.Home, ContainerHome: c.Home, MountPoint: c.Staging,
-		Agents: map[string]manifest.Agent{agent: {Files: []manifest.File{{
-			Src: src, ContainerTarget: credPath[agent], HostOriginal: credPath[agent],
-			Type: manifest.TypeCredential, Strategy: harness.Bind, Mode: "0600",
-		}}}},
-	}
-	data, err := m.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Join(c.Staging, agent), 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(c.Staging, manifest.FileName), data, 0o644); err != nil {
-		return nil, err
-	}
-	c.Mounted = filepath.Join(c.Staging, src)
-	c.MountSrc, c.MountDst = host.File, c.Mounted
-	if err := os.WriteFile(c.MountDst, nil, 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(c.Home, 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.Chown(c.Home, c.UID, c.GID); err != nil {
-		return nil, err
-	}
-	c.Passwd, c.Group = filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
-	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::%s:/bin/sh\n", harness.User, c.UID, c.GID, c.Home)
-	group := fmt.Sprintf("root:x:0:\n%s:x:%d:\n", harness.User, c.GID)
-	if err := os.WriteFile(c.Passwd, []byte(passwd), 0o644); err != nil {
-		return nil, err
-	}
-	return c, os.WriteFile(c.Group, []byte(group), 0o644)
 }

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 	"golang.org/x/sys/unix"
 )
 

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 )
 
 //go:embed shellguard.sh

@@ -2,108 +2,22 @@ package e2e
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
+	"github.com/caw-dev/caw/internal/testenv"
 )
 
-// term is a docker client running under a pseudo-terminal, as a user's
+// startTerm runs the docker client under a pseudo-terminal, as a user's
 // terminal runs `docker run -it`.
-type term struct {
-	t    *testing.T
-	f    *os.File
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	done chan error
-}
-
-func startTerm(t *testing.T, args ...string) *term {
+func startTerm(t *testing.T, args ...string) *testenv.Term {
 	t.Helper()
-	cmd := exec.Command("docker", noPull(args)...)
-	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
-	if err != nil {
-		t.Fatalf("start docker under a pty: %v", err)
-	}
-	tm := &term{t: t, f: f, cmd: cmd, done: make(chan error, 1)}
-	go func() {
-		b := make([]byte, 4096)
-		for {
-			n, err := f.Read(b)
-			tm.mu.Lock()
-			tm.buf.Write(b[:n])
-			tm.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() { tm.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		f.Close()
-	})
-	return tm
-}
-
-func (tm *term) output() string {
-	tm.mu.Lock()
-	defer tm.mu.Unlock()
-	return tm.buf.String()
-}
-
-// expect waits for substr in the terminal output after position from, and
-// returns the position after it.
-func (tm *term) expect(from int, substr string, timeout time.Duration) int {
-	tm.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		out := tm.output()
-		if from > len(out) {
-			from = len(out)
-		}
-		if i := strings.Index(out[from:], substr); i >= 0 {
-			return from + i + len(substr)
-		}
-		if time.Now().After(deadline) {
-			tm.t.Fatalf("%q not on the terminal within %s; terminal so far:\n%s", substr, timeout, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (tm *term) send(s string) {
-	tm.t.Helper()
-	if _, err := tm.f.WriteString(s); err != nil {
-		tm.t.Fatalf("write to the terminal: %v", err)
-	}
-}
-
-// exit waits for the docker client to end and returns its status.
-func (tm *term) exit(timeout time.Duration) int {
-	tm.t.Helper()
-	select {
-	case err := <-tm.done:
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
-		if err != nil {
-			tm.t.Fatalf("docker: %v", err)
-		}
-		return 0
-	case <-time.After(timeout):
-		tm.t.Fatalf("docker did not exit within %s; terminal:\n%s", timeout, tm.output())
-	}
-	return -1
+	return testenv.StartTerm(t, exec.Command("docker", noPull(args)...))
 }
 
 // waitForeground waits until a process running exactly argv exists on this
@@ -150,22 +64,22 @@ func TestTTY(t *testing.T) {
 
 	t.Run("shell", func(t *testing.T) {
 		tm := startTerm(t, append(append([]string{"run", "-it", "--rm"}, flags...), s.testImage, "sh")...)
-		pos := tm.expect(0, "$ ", 30*time.Second)
-		tm.send("sleep 4711 &\n")
-		pos = tm.expect(pos, "$ ", 5*time.Second)
-		tm.send("jobs\n")
-		pos = tm.expect(pos, "Running", 5*time.Second)
-		tm.send("kill %1\n")
-		pos = tm.expect(pos, "$ ", 5*time.Second)
-		tm.send("sleep 4712\n")
+		pos := tm.Expect(0, "$ ", 30*time.Second)
+		tm.Write("sleep 4711 &\n")
+		pos = tm.Expect(pos, "$ ", 5*time.Second)
+		tm.Write("jobs\n")
+		pos = tm.Expect(pos, "Running", 5*time.Second)
+		tm.Write("kill %1\n")
+		pos = tm.Expect(pos, "$ ", 5*time.Second)
+		tm.Write("sleep 4712\n")
 		waitForeground(t, []string{"sleep", "4712"}, 10*time.Second)
-		tm.send("\x03")
-		tm.send("echo rc=$?\n")
-		pos = tm.expect(pos, "rc=130", 5*time.Second)
-		tm.send("exit 0\n")
-		code := tm.exit(30 * time.Second)
-		t.Logf("terminal:\n%s", tm.output())
-		if strings.Contains(tm.output(), "job control turned off") {
+		tm.Write("\x03")
+		tm.Write("echo rc=$?\n")
+		pos = tm.Expect(pos, "rc=130", 5*time.Second)
+		tm.Write("exit 0\n")
+		code := tm.Exit(30 * time.Second)
+		t.Logf("terminal:\n%s", tm.String())
+		if strings.Contains(tm.String(), "job control turned off") {
 			t.Errorf("the shell has no job control")
 		}
 		if code != 0 {
@@ -176,9 +90,9 @@ func TestTTY(t *testing.T) {
 	t.Run("ctrl-c", func(t *testing.T) {
 		tm := startTerm(t, append(append([]string{"run", "-it", "--rm"}, flags...), s.testImage, "sleep", "4713")...)
 		waitForeground(t, []string{"sleep", "4713"}, 30*time.Second)
-		tm.send("\x03")
-		if code := tm.exit(30 * time.Second); code != 130 {
-			t.Errorf("Ctrl-C gave exit %d, want 130\n%s", code, tm.output())
+		tm.Write("\x03")
+		if code := tm.Exit(30 * time.Second); code != 130 {
+			t.Errorf("Ctrl-C gave exit %d, want 130\n%s", code, tm.String())
 		}
 	})
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caw-dev/caw/internal/harness"
 )
 
 // now is the clock of every test, so token states are exact.
@@ -29,20 +31,18 @@ const (
 var secrets = []string{claudeAccess, claudeRefresh, codexRefresh, geminiAccess, geminiRefresh, opencodeKey, "SECRET"}
 
 func claudeCred(expires time.Time) string {
-	return fmt.Sprintf(`{"claudeAiOauth":{"accessToken":%q,"refreshToken":%q,"expiresAt":%d,"scopes":["user:inference"],"subscriptionType":"max"}}`,
-		claudeAccess, claudeRefresh, expires.UnixMilli())
+	return string(harness.ClaudeJSON(claudeAccess, claudeRefresh, expires.UnixMilli()))
 }
 
-const claudeStub = `{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":0}}`
+const claudeStub = harness.ClaudeStub
 
 func codexCred(exp time.Time) string {
 	claims := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"exp":%d}`, exp.Unix())))
-	return fmt.Sprintf(`{"OPENAI_API_KEY":null,"tokens":{"id_token":"h.e30.s","access_token":"h.%s.SECRETsig","refresh_token":%q,"account_id":"acct"},"last_refresh":"2026-11-29T12:00:00Z"}`,
-		claims, codexRefresh)
+	return string(harness.CodexJSON("h.e30.s", "h."+claims+".SECRETsig", codexRefresh, "acct", "2026-11-29T12:00:00Z"))
 }
 
 func geminiCred(exp time.Time) string {
-	return fmt.Sprintf(`{"access_token":%q,"refresh_token":%q,"token_type":"Bearer","expiry_date":%d}`, geminiAccess, geminiRefresh, exp.UnixMilli())
+	return string(harness.GeminiJSON(geminiAccess, geminiRefresh, exp.UnixMilli()))
 }
 
 const opencodeCred = `{"openrouter":{"type":"api","key":"` + opencodeKey + `"}}`

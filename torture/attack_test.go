@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
 )

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 )
 
 // TestKillDuringStorm: an agent in the container refreshes its credential

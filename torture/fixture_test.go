@@ -13,20 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/testenv"
 )
 
-// full reports whether CAW_TORTURE=full asks for the published counts.
-func full() bool { return os.Getenv("CAW_TORTURE") == "full" }
-
 // rounds is the bounded count, or the full one under CAW_TORTURE=full.
-func rounds(bounded, fullCount int) int {
-	if full() {
-		return fullCount
-	}
-	return bounded
-}
+var rounds = testenv.Rounds
 
 // rng gives each test its own reproducible random source; the seed is
 // logged so a failure can be replayed with CAW_TORTURE_SEED.
@@ -94,18 +86,13 @@ func container(t *testing.T, bin, dir string, host *harness.Host, strategy strin
 			t.Logf("caw-init stderr:\n%s", tail(s, 40))
 		}
 	})
-	waitFor(t, c.HomeFile, harness.ReadSeq(host.File), 5*time.Second)
+	if err := waitSeq(c.HomeFile, harness.ReadSeq(host.File), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	return c
 }
 
-// waitFor waits until path holds seq (through inotify on its directory).
-func waitFor(t *testing.T, path string, seq int64, timeout time.Duration) {
-	t.Helper()
-	if err := waitSeq(path, seq, timeout); err != nil {
-		t.Fatal(err)
-	}
-}
-
+// waitSeq waits until path holds seq (inotify on it and its directory).
 func waitSeq(path string, seq int64, timeout time.Duration) error {
 	w, err := harness.NewWatch(harness.MaskWritten, filepath.Dir(path))
 	if err != nil {
@@ -167,7 +154,7 @@ func (c *counts) report(t *testing.T, name string, losses ...string) {
 	}
 	c.mu.Unlock()
 	mode := "bounded"
-	if full() {
+	if testenv.TortureFull() {
 		mode = "full"
 	}
 	t.Logf("TORTURE %s (%s):%s", name, mode, b.String())

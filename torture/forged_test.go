@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 )
 
 // The forged-freshness journeys with the real caw-init: a container user

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 )
 
 // TestSoak: a long run of sync events through one caw-init, alternating a

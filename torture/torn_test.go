@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/testenv"
 )
 
@@ -108,7 +108,7 @@ func tornWrites(t *testing.T, argv func(*harness.Container) []string, toHost boo
 		t.Fatal(err)
 	}
 	defer c.Kill()
-	waitFor(t, c.HomeFile, 1, 5*time.Second)
+	must(t, waitSeq(c.HomeFile, 1, 5*time.Second))
 	src, dst := host.File, c.HomeFile
 	if toHost {
 		src, dst = c.HomeFile, host.File

@@ -125,46 +125,6 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-// Content is a complete credential file holding token, valid until exp.
-// extra carries top-level keys of an existing Claude file (mcpOAuth, ...),
-// which a real refresh keeps.
-func Content(agent, token string, exp time.Time, extra map[string]json.RawMessage) ([]byte, error) {
-	var doc map[string]any
-	switch agent {
-	case Claude:
-		doc = map[string]any{}
-		for k, v := range extra {
-			doc[k] = v
-		}
-		doc["claudeAiOauth"] = map[string]any{
-			"accessToken":           token,
-			"refreshToken":          "refresh-" + token,
-			"expiresAt":             exp.UnixMilli(),
-			"refreshTokenExpiresAt": exp.Add(30 * 24 * time.Hour).UnixMilli(),
-			"scopes":                []string{"user:inference", "user:profile"},
-			"subscriptionType":      "max",
-		}
-	case Codex:
-		doc = map[string]any{
-			"OPENAI_API_KEY": nil,
-			"tokens": map[string]any{
-				"id_token":      jwt(map[string]any{"sub": token, "exp": exp.Unix(), "email": "fake@example.invalid"}),
-				"access_token":  jwt(map[string]any{"sub": token, "exp": exp.Unix()}),
-				"refresh_token": "refresh-" + token,
-				"account_id":    "acct-fake",
-			},
-			"last_refresh": time.Now().UTC().Format(time.RFC3339Nano),
-		}
-	default:
-		return nil, fmt.Errorf("unknown agent %q (want %s or %s)", agent, Claude, Codex)
-	}
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
-}
-
 // jwt builds an unsigned-looking JWT; nothing verifies the signature.
 func jwt(claims map[string]any) string {
 	enc := base64.RawURLEncoding
@@ -218,7 +178,6 @@ func Refresh(agent, path, token, mode string) (Result, error) {
 		token = NewToken()
 	}
 	exp := time.Now().Add(8 * time.Hour).Truncate(time.Second)
-	var extra map[string]json.RawMessage
 	var unreadable error
 	if data, err := os.ReadFile(path); err == nil {
 		old, err := Parse(agent, data)
@@ -226,12 +185,10 @@ func Refresh(agent, path, token, mode string) (Result, error) {
 			exp = old.Expires.Add(time.Minute).Truncate(time.Second)
 		}
 		unreadable = err
-		if agent == Claude {
-			_ = json.Unmarshal(data, &extra)
-			delete(extra, "claudeAiOauth")
-		}
 	}
-	content, err := Content(agent, token, exp, extra)
+	// The new file keeps the current one's other top-level keys (a Claude
+	// file's mcpOAuth, ...), as a real refresh does.
+	content, err := TokensContent(agent, token, "refresh-"+token, exp, path)
 	if err != nil {
 		return Result{}, err
 	}

@@ -5,37 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
+	"github.com/caw-dev/caw/internal/testenv/mountns"
 	"golang.org/x/sys/unix"
 )
 
-const nsEnv = "CAW_SAFEFS_TEST_NS"
-
-// TestMain re-executes the tests as root in a private mount namespace, so
-// they mount freely.
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 && os.Getenv(nsEnv) == "" {
-		cmd := exec.Command(os.Args[0], os.Args[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = append(os.Environ(), nsEnv+"=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				os.Exit(ee.ExitCode())
-			}
-			fmt.Fprintln(os.Stderr, "re-exec in a private mount namespace:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+// TestMain runs the tests as root in a private mount namespace, so they
+// mount freely.
+func TestMain(m *testing.M) { mountns.Main(m) }
 
 func needRoot(t *testing.T) {
 	t.Helper()

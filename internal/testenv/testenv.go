@@ -16,6 +16,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/caw-dev/caw/internal/harness"
 )
 
 // missing fails (or, with CAW_TEST_ALLOW_SKIP=1, skips) the test.
@@ -120,4 +123,26 @@ func ModuleRoot(t testing.TB) string {
 		t.Fatal("testenv: cannot locate the module root")
 	}
 	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+}
+
+// TortureFull reports whether CAW_TORTURE=full asks the torture and storm
+// tests for the counts docs/FIGURES.md quotes; otherwise they run a bounded
+// form sized for CI. It is the one knob for their size.
+func TortureFull() bool { return os.Getenv("CAW_TORTURE") == "full" }
+
+// Rounds is bounded, or full under CAW_TORTURE=full.
+func Rounds(bounded, full int) int {
+	if TortureFull() {
+		return full
+	}
+	return bounded
+}
+
+// WaitFor waits until cond holds, re-checking it on every inotify event on
+// paths (and every 5 ms), and fails the test after 10 seconds.
+func WaitFor(t testing.TB, what string, cond func() bool, paths ...string) {
+	t.Helper()
+	if err := harness.WaitFor(time.Now().Add(10*time.Second), cond, paths...); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
 }

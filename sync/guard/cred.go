@@ -48,6 +48,7 @@ type cred struct {
 	at     [2]sideMem
 	hostAt hostMem
 	said   map[string]bool
+	rep    CredReport // what Report tells: the counts
 	settle *time.Timer
 	closed bool
 	// recheck deletes the files in at[s].kept after recheckDelay.
@@ -280,6 +281,7 @@ func (c *cred) readRaw(s side) view {
 	case errors.Is(err, fs.ErrNotExist):
 		v.st = agents.Status{State: agents.Missing}
 	case errors.As(err, &hostile):
+		c.rep.hostile(s)
 		c.once("hostile "+err.Error(), 1, "%s: ignoring the %s side: %v", c.name(), s, err)
 		v.st = agents.Status{State: agents.Invalid}
 	default:
@@ -425,6 +427,7 @@ func (c *cred) apply(a action, v [2]view, m cause, now time.Time) (side, error) 
 	case write:
 		if a.WriteBack {
 			c.countWriteBack(a.Dst, now)
+			c.rep.wroteBack(a.Dst)
 		}
 		src := c.merge(v[other(a.Dst)], v[a.Dst])
 		if err := c.write(a.Dst, src, v[a.Dst], m); err != nil || src.sum == v[other(a.Dst)].sum || m == onStart {
@@ -447,6 +450,7 @@ func (c *cred) note(a action) {
 			c.g.logf(n.level, "%s: %s", c.name(), n.msg)
 		}
 	}
+	c.rep.refused(a.Refused)
 	if a.LeaveAlone {
 		c.at[a.Dst].leftAlone = true
 	}
@@ -644,6 +648,7 @@ func (c *cred) write(dst side, src, cur view, m cause) error {
 	}
 	switch {
 	case err == nil:
+		c.rep.wrote(dst)
 		c.saw(dst, src, true)
 		c.at[dst].owed = false
 		c.remember(src.sum)

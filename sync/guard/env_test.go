@@ -1,32 +1,29 @@
 package guard
 
 // Test environment: every test in this package runs in a private mount
-// namespace (TestMain re-executes the test binary with CLONE_NEWNS; Go makes
-// / private in the child), so tests bind-mount real host files onto real
-// staging placeholders exactly as Docker does, and watch them with real
-// inotify.
+// namespace (TestMain: mountns.Main), so tests bind-mount real host files
+// onto real staging placeholders exactly as Docker does, and watch them with
+// real inotify.
 
 import (
 	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/caw-dev/caw/bench/harness"
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/testenv"
+	"github.com/caw-dev/caw/internal/testenv/mountns"
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
 )
 
 const (
-	nsEnv     = "CAW_GUARD_TEST_NS"
 	helperEnv = "CAW_GUARD_TEST_HELPER"
 	// The container user, and the host user owning the host files.
 	userUID, userGID = 1000, 1000
@@ -37,21 +34,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(guardHelper())
 	}
-	if os.Geteuid() == 0 && os.Getenv(nsEnv) == "" {
-		cmd := exec.Command(os.Args[0], os.Args[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = append(os.Environ(), nsEnv+"=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				os.Exit(ee.ExitCode())
-			}
-			fmt.Fprintln(os.Stderr, "re-exec in a private mount namespace:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
+	mountns.Main(m)
 }
 
 // tokenBase is an expiry an hour ahead: token n expires n seconds later, so
@@ -59,18 +42,16 @@ func TestMain(m *testing.M) {
 var tokenBase = time.Now().Add(time.Hour).UnixMilli()
 
 func claudeTok(n int) []byte {
-	return fmt.Appendf(nil, `{"claudeAiOauth":{"accessToken":"at-%d","refreshToken":"rt-%d","expiresAt":%d,"scopes":["user:inference"]},"mcpOAuth":{}}`+"\n",
-		n, n, tokenBase+int64(n)*1000)
+	return append(harness.ClaudeJSON(fmt.Sprint("at-", n), fmt.Sprint("rt-", n), tokenBase+int64(n)*1000), '\n')
 }
 
 func codexTok(n int) []byte {
 	// last_refresh is in the past, as a real one always is.
 	last := time.UnixMilli(tokenBase).Add(-2*time.Hour + time.Duration(n)*time.Second).UTC().Format(time.RFC3339Nano)
-	return fmt.Appendf(nil, `{"OPENAI_API_KEY":null,"tokens":{"id_token":"id-%d","access_token":"ac-%d","refresh_token":"rf-%d","account_id":"acct"},"last_refresh":%q}`+"\n",
-		n, n, n, last)
+	return append(harness.CodexJSON(fmt.Sprint("id-", n), fmt.Sprint("ac-", n), fmt.Sprint("rf-", n), "acct", last), '\n')
 }
 
-var claudeStub = []byte(`{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":0}}` + "\n")
+var claudeStub = []byte(harness.ClaudeStub + "\n")
 
 // logBuf collects the guard's log lines.
 type logBuf struct {
@@ -126,7 +107,7 @@ type fx struct {
 func newFx(t testing.TB) *fx {
 	t.Helper()
 	testenv.RequireRoot(t)
-	if os.Getenv(nsEnv) == "" {
+	if !mountns.Inside() {
 		t.Fatal("not in a private mount namespace (TestMain re-executes the tests as root)")
 	}
 	dir := t.TempDir()
@@ -239,6 +220,18 @@ func (f *fx) start() *Guard {
 	return g
 }
 
+// report is what the last guard started reports on agent's credential.
+func (f *fx) report(agent string) CredReport {
+	f.t.Helper()
+	for _, r := range f.g.Report() {
+		if r.Agent == agent {
+			return r
+		}
+	}
+	f.t.Fatalf("the guard reports nothing on %s", agent)
+	return CredReport{}
+}
+
 func (f *fx) homePath(rel string) string { return filepath.Join(f.home, rel) }
 
 // writeOwned writes p in place (keeping its inode when it exists).
@@ -275,37 +268,10 @@ func readFile(p string) []byte {
 
 func same(a, b []byte) bool { return bytes.Equal(trimJSON(a), trimJSON(b)) }
 
-// waitFor waits, on inotify events in dirs, until cond holds (10s at most).
-func waitFor(t testing.TB, what string, cond func() bool, dirs ...string) {
-	t.Helper()
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	for _, d := range dirs {
-		unix.InotifyAddWatch(fd, d, unix.IN_MODIFY|unix.IN_MOVED_TO|unix.IN_CREATE|unix.IN_CLOSE_WRITE|unix.IN_ATTRIB|unix.IN_DELETE)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	buf := make([]byte, 64*1024)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		// The poll timeout is only a backstop against a missed event.
-		unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 20)
-		for {
-			if n, err := unix.Read(fd, buf); n <= 0 || err != nil {
-				break
-			}
-		}
-	}
-}
-
 // waitContent waits until p holds want (trailing whitespace ignored).
 func waitContent(t testing.TB, p string, want []byte) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s to hold %.60s", p, want), func() bool { return same(readFile(p), want) }, filepath.Dir(p))
+	testenv.WaitFor(t, fmt.Sprintf("%s to hold %.60s", p, want), func() bool { return same(readFile(p), want) }, filepath.Dir(p))
 }
 
 func assertContent(t testing.TB, p string, want []byte) {

@@ -69,14 +69,15 @@ type Config struct {
 
 // Guard keeps home copies and host credentials in sync.
 type Guard struct {
-	cfg   Config
-	auth  *os.File // the staging dir
-	home  *homeFS
-	creds []*cred
-	in    *inotify
-	poll  *poller
-	done  chan struct{}
-	locks []*lockMirror // Claude Code's refresh locks, mirrored (lockmirror.go)
+	cfg     Config
+	auth    *os.File // the staging dir
+	home    *homeFS
+	creds   []*cred
+	skipped []CredReport // the synced entries setup could not sync (Report)
+	in      *inotify
+	poll    *poller
+	done    chan struct{}
+	locks   []*lockMirror // Claude Code's refresh locks, mirrored (lockmirror.go)
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
@@ -140,8 +141,10 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 			return nil, err
 		}
 		if e.Synced() {
-			if c := g.setup(e); c != nil {
+			if c, why := g.setup(e); c != nil {
 				g.creds = append(g.creds, c)
+			} else {
+				g.skipped = append(g.skipped, CredReport{Agent: e.Agent, Target: e.ContainerTarget, NotSynced: why})
 			}
 		} else {
 			g.copyFile(e)
@@ -179,8 +182,9 @@ func (g *Guard) copyFile(e manifest.Entry) {
 }
 
 // setup checks a synced credential's mount, watches both sides, and does
-// the start-up copy. nil means skipped (already reported).
-func (g *Guard) setup(e manifest.Entry) *cred {
+// the start-up copy. nil means skipped (already reported), for the reason
+// returned (CredReport.NotSynced).
+func (g *Guard) setup(e manifest.Entry) (*cred, string) {
 	mount := path.Join(g.cfg.AuthDir, e.MountSrc())
 	// The mount must be exactly where the manifest says, inside the
 	// staging dir's own mount, reached without a symlink.
@@ -191,12 +195,12 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 		// mode 0400): this caw-init was started without root.
 		g.logf(0, "%s credential %s: not synced: caw-init runs as uid %d, which cannot reach %s through caw's locked mounts: for docker run --user, run caw setup --unlocked-mounts on the host (or start the container as root)",
 			e.Agent, e.ContainerTarget, os.Geteuid(), mount)
-		return nil
+		return nil, NotSyncedLockedMount
 	}
 	if !ok {
 		g.logf(0, "%s credential %s: %s is not mounted from the host, so it is not synced: run docker with $(caw docker-flags)",
 			e.Agent, e.ContainerTarget, mount)
-		return nil
+		return nil, NotSyncedNotMounted
 	}
 	m := os.NewFile(uintptr(fd), mount)
 	defer m.Close()
@@ -205,7 +209,7 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 		b, err := openBindDir(m, mount, path.Base(e.Src))
 		if err != nil {
 			g.logf(0, "%s credential %s: not synced: %v", e.Agent, e.ContainerTarget, err)
-			return nil
+			return nil, NotSyncedHostDir
 		}
 		c.host = b
 	} else {
@@ -214,14 +218,14 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 			// file did not exist at `docker run`.
 			g.logf(0, "%s credential %s: the host file was missing when the container started (Docker mounted a directory instead), so it is not synced: log in on the host, run caw setup, restart the container",
 				e.Agent, e.ContainerTarget)
-			return nil
+			return nil, NotSyncedHostMissing
 		}
 		c.host = newBindFile(m, mount)
 	}
 	if err := g.home.mkdirParents(e.ContainerTarget); err != nil {
 		g.logf(0, "%s: not synced: %v", c.name(), err)
 		c.host.close()
-		return nil
+		return nil, NotSyncedHome
 	}
 	g.home.removeStaleTemps(e.ContainerTarget)
 	// Watch before the first read, so no change between the two is missed.
@@ -240,7 +244,7 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 			g.logf(0, "%s: not synced: %v", c.name(), err)
 		}
 		c.host.close()
-		return nil
+		return nil, NotSyncedUnwatchable
 	}
 	if err := g.watchHome(c); err != nil {
 		g.logf(0, "%s: home changes are not synced: %v", c.name(), err)
@@ -252,7 +256,7 @@ func (g *Guard) setup(e manifest.Entry) *cred {
 	if m := g.startLockMirror(c); m != nil {
 		g.locks = append(g.locks, m)
 	}
-	return c
+	return c, ""
 }
 
 // homeWatch is one inotify watch a credential has on the home.

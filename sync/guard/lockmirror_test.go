@@ -4,12 +4,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/harness"
+	"github.com/caw-dev/caw/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,17 +178,6 @@ func exists(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
-func waitLock(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // TestLockMirrorBothWays: a lock taken on either side appears on the other,
 // owned by that side's owner, and goes with it, after the credential sync.
 func TestLockMirrorBothWays(t *testing.T) {
@@ -197,7 +187,7 @@ func TestLockMirrorBothWays(t *testing.T) {
 		if err := os.Mkdir(dir.from, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		waitLock(t, dir.to+" to appear", func() bool { return exists(dir.to) })
+		testenv.WaitFor(t, dir.to+" to appear", func() bool { return exists(dir.to) })
 		if os.Geteuid() == 0 {
 			fi, _ := os.Lstat(dir.to)
 			want := uint32(hostUID)
@@ -213,7 +203,7 @@ func TestLockMirrorBothWays(t *testing.T) {
 		if err := os.Chtimes(dir.from, later, later); err != nil {
 			t.Fatal(err)
 		}
-		waitLock(t, "the mirror's mtime to follow", func() bool {
+		testenv.WaitFor(t, "the mirror's mtime to follow", func() bool {
 			fi, err := os.Lstat(dir.to)
 			return err == nil && !fi.ModTime().Before(later.Add(-time.Second))
 		})
@@ -221,7 +211,7 @@ func TestLockMirrorBothWays(t *testing.T) {
 		if err := os.Remove(dir.from); err != nil {
 			t.Fatal(err)
 		}
-		waitLock(t, dir.to+" to go", func() bool { return !exists(dir.to) })
+		testenv.WaitFor(t, dir.to+" to go", func() bool { return !exists(dir.to) })
 		if f.syncs.Load() == before {
 			t.Fatalf("mirror of %s released without a sync", dir.from)
 		}
@@ -239,19 +229,7 @@ func TestLockMirrorSameInstant(t *testing.T) {
 	paths := []string{filepath.Join(f.homeDir, claudeRefreshLock), filepath.Join(f.hostDir, claudeRefreshLock)}
 	both := 0
 	for round := 0; round < 100; round++ {
-		var got [2]bool
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i, p := range paths {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				got[i] = os.Mkdir(p, 0o700) == nil
-			}()
-		}
-		close(start)
-		wg.Wait()
+		got := harness.MkdirAtOnce(paths...)
 		if got[0] && got[1] {
 			both++
 		}
@@ -264,7 +242,7 @@ func TestLockMirrorSameInstant(t *testing.T) {
 				os.Remove(p)
 			}
 		}
-		waitLock(t, "both sides unlocked", func() bool { return !exists(paths[0]) && !exists(paths[1]) })
+		testenv.WaitFor(t, "both sides unlocked", func() bool { return !exists(paths[0]) && !exists(paths[1]) })
 	}
 	t.Logf("both sides held the lock in %d of 100 simultaneous rounds", both)
 }
@@ -278,18 +256,18 @@ func TestLockMirrorDeadHolder(t *testing.T) {
 	homeLock, hostLock := filepath.Join(f.homeDir, claudeRefreshLock), filepath.Join(f.hostDir, claudeRefreshLock)
 	// A real process takes the lock and is killed holding it.
 	cmd := exec_(t, "sh", "-c", "mkdir "+hostLock+" && echo locked && sleep 100")
-	waitLock(t, "the home mirror", func() bool { return exists(homeLock) })
+	testenv.WaitFor(t, "the home mirror", func() bool { return exists(homeLock) })
 	cmd.Process.Kill()
 	cmd.Wait()
 	begin := time.Now()
-	waitLock(t, "the dead lock and its mirror to go", func() bool { return !exists(homeLock) && !exists(hostLock) })
+	testenv.WaitFor(t, "the dead lock and its mirror to go", func() bool { return !exists(homeLock) && !exists(hostLock) })
 	if el := time.Since(begin); el < stale/2 {
 		t.Fatalf("dead lock removed after %v, before the stale time %v", el, stale)
 	}
 	if err := os.Mkdir(homeLock, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	waitLock(t, "a new lock mirrored", func() bool { return exists(hostLock) })
+	testenv.WaitFor(t, "a new lock mirrored", func() bool { return exists(hostLock) })
 }
 
 func exec_(t *testing.T, name string, args ...string) *exec.Cmd {
@@ -314,8 +292,8 @@ func TestLockMirrorDeadContainer(t *testing.T) {
 	if err := os.Mkdir(hostLock, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	waitLock(t, "the home mirror", func() bool { return exists(homeLock) })
-	waitLock(t, "the dead container's lock to go", func() bool { return !exists(homeLock) && !exists(hostLock) })
+	testenv.WaitFor(t, "the home mirror", func() bool { return exists(homeLock) })
+	testenv.WaitFor(t, "the dead container's lock to go", func() bool { return !exists(homeLock) && !exists(hostLock) })
 }
 
 // TestLockMirrorManyContainers: N containers on one host directory meet at
@@ -334,7 +312,7 @@ func TestLockMirrorManyContainers(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, f := range fs {
-			waitLock(t, "every home locked", func() bool { return exists(filepath.Join(f.homeDir, claudeRefreshLock)) })
+			testenv.WaitFor(t, "every home locked", func() bool { return exists(filepath.Join(f.homeDir, claudeRefreshLock)) })
 		}
 		before := make([]int32, len(fs))
 		for i, f := range fs {
@@ -342,12 +320,12 @@ func TestLockMirrorManyContainers(t *testing.T) {
 		}
 		os.Remove(own)
 		for i, f := range fs {
-			waitLock(t, "every home unlocked", func() bool { return !exists(filepath.Join(f.homeDir, claudeRefreshLock)) })
+			testenv.WaitFor(t, "every home unlocked", func() bool { return !exists(filepath.Join(f.homeDir, claudeRefreshLock)) })
 			if f != w && f.syncs.Load() == before[i] {
 				t.Fatalf("container %d released without a sync", i)
 			}
 		}
-		waitLock(t, "the host unlocked", func() bool { return !exists(filepath.Join(hostDir, claudeRefreshLock)) })
+		testenv.WaitFor(t, "the host unlocked", func() bool { return !exists(filepath.Join(hostDir, claudeRefreshLock)) })
 	}
 }
 
@@ -388,7 +366,7 @@ func TestLockMirrorHostile(t *testing.T) {
 	if err := os.Mkdir(hostLock, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	waitLock(t, "the home mirror", func() bool { return exists(homeLock) })
+	testenv.WaitFor(t, "the home mirror", func() bool { return exists(homeLock) })
 	os.Remove(homeLock)
 	f.settle(t)
 	f.settle(t)

@@ -172,8 +172,17 @@ type action struct {
 	LeaveAlone bool
 	// Unowe: Dst is owed nothing any more (its own logout).
 	Unowe bool
-	Notes []note
+	// Refused: why the home's content was kept from the host ("": it was
+	// not), one of the refused* reasons.
+	Refused string
+	Notes   []note
 }
+
+// Why decide keeps the home's content from the host (action.Refused).
+const (
+	refusedImplausible = "implausible"
+	refusedAccount     = "account"
+)
 
 func (a action) String() string {
 	s := a.Verb.String()
@@ -286,10 +295,12 @@ func behind(in input) (dst side, ok bool) {
 func gateHost(a action, in input) (_ action, stop bool) {
 	h, H := in.Side[home], in.Side[host]
 	if why := h.Claims.Implausible; why != "" {
+		a.Refused = refusedImplausible
 		a.say(0, "implausible "+why, "the home copy is not written to the host: %s (a forged or broken credential)", why)
 		return a, true
 	}
 	if !agents.SameAccount(h.Claims, H.Claims) {
+		a.Refused = refusedAccount
 		a.say(0, "account", "the home copy is for another account than the host's: it is not written to the host")
 		return a, true
 	}

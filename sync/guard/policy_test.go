@@ -48,7 +48,8 @@ func TestDecide(t *testing.T) {
 		want string // action.String()
 		// wantFlag checks one of the action's flags.
 		login, writeBack, alone, unowe bool
-		note                           string // a substring of a note at level 0
+		refused                        string // action.Refused
+		note                           string // a substring of the note at level 0, the user's line
 	}{
 		{name: "equal content settles", in: input{Side: [2]sideState{tok(1).changed(), tok(1)}}, want: "settled"},
 
@@ -87,11 +88,11 @@ func TestDecide(t *testing.T) {
 		// Rule 4: what the host never gets.
 		{name: "an implausible expiry is refused for the host", in: input{
 			Side: [2]sideState{tok(9).changed().claims(agents.Claims{Implausible: "expiresAt claims 2286"}), tok(5).known()}},
-			want: "leave", note: "expiresAt claims 2286"},
+			want: "leave", refused: refusedImplausible, note: "expiresAt claims 2286"},
 		{name: "another account is refused for the host", in: input{
 			Side: [2]sideState{tok(9).changed().claims(agents.Claims{Accounts: map[string]string{"": "attacker"}}),
 				tok(5).known().claims(agents.Claims{Accounts: map[string]string{"": "me"}})}},
-			want: "leave", note: "another account"},
+			want: "leave", refused: refusedAccount, note: "another account"},
 		{name: "a stale home token the home went back to is a regression of the home", in: input{
 			Side: [2]sideState{tok(9).changed().known().stale(), tok(5).known()}}, want: "write home", writeBack: true},
 		{name: "a stale home token is never flushed", in: input{Cause: onFlush,
@@ -173,6 +174,9 @@ func TestDecide(t *testing.T) {
 			if a.Login != c.login || a.WriteBack != c.writeBack || a.LeaveAlone != c.alone || a.Unowe != c.unowe {
 				t.Fatalf("flags login=%v writeBack=%v leaveAlone=%v unowe=%v, want %v %v %v %v",
 					a.Login, a.WriteBack, a.LeaveAlone, a.Unowe, c.login, c.writeBack, c.alone, c.unowe)
+			}
+			if a.Refused != c.refused {
+				t.Fatalf("refused %q, want %q", a.Refused, c.refused)
 			}
 			if c.note != "" {
 				found := false

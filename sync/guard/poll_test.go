@@ -144,8 +144,8 @@ func TestPollSeesHostChangesBehindFUSE(t *testing.T) {
 			home := f.homePath(".claude/.credentials.json")
 			f.start()
 			assertContent(t, home, claudeTok(1))
-			if f.log.count(1, "polled every "+DefaultPollInterval.String()) != 1 {
-				t.Fatalf("no log line says the credential is polled")
+			if p := f.report("claude").Polled; p != DefaultPollInterval {
+				t.Fatalf("the credential is polled every %v, want %v", p, DefaultPollInterval)
 			}
 
 			writeOwned(t, hostFile, claudeTok(2), hostUID, hostGID, 0o600)
@@ -183,8 +183,8 @@ func TestNoPollMissesHostChangesBehindFUSE(t *testing.T) {
 	time.Sleep(3 * DefaultPollInterval)
 	s.barrier()
 	assertContent(t, home, claudeTok(1))
-	if n := f.log.count(-1, "polled every"); n != 0 {
-		t.Fatalf("polled with Poll < 0:\n%s", f.log)
+	if p := g.Report()[0].Polled; p != 0 {
+		t.Fatalf("polled every %v with Poll < 0", p)
 	}
 }
 
@@ -200,8 +200,8 @@ func TestPollForced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	if f.log.count(1, "polled every 50ms (--poll)") != 1 {
-		t.Fatalf("not polled at 50ms:\n%s", f.log)
+	if p := g.Report()[0].Polled; p != 50*time.Millisecond {
+		t.Fatalf("polled every %v, want 50ms", p)
 	}
 	g.Close()
 	if _, err := os.Stat(f.homePath(".claude/.credentials.json")); err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/harness"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,8 +48,11 @@ func TestForgedFreshnessNeverReachesTheHost(t *testing.T) {
 	s.barrier()
 	assertContent(t, hostFile, claudeTok(1))
 	assertContent(t, codexHost, codexTok(1))
-	if f.log.count(0, "beyond now + 8h") != 1 || f.log.count(0, "another account") != 1 {
-		t.Fatalf("want one report of each refusal:\n%s", f.log)
+	if r := f.report("claude"); r.Implausible == 0 || r.HostWrites != 0 {
+		t.Fatalf("the forged Claude token was not refused as implausible: %+v", r)
+	}
+	if r := f.report("codex"); r.OtherAccount == 0 || r.HostWrites != 0 {
+		t.Fatalf("the other account's Codex token was not refused as such: %+v", r)
 	}
 }
 
@@ -129,7 +133,7 @@ func TestHostWritesRateLimited(t *testing.T) {
 	}
 	waitContent(t, hostFile, claudeTok(n))
 	elapsed := time.Since(begin)
-	writes := f.log.count(2, "home -> host")
+	writes := f.report("claude").HostWrites
 	// The burst of 4, then one per 300 ms, plus the one delivering the last.
 	if most := 4 + int(elapsed/f.every) + 1; writes > most || n < 2*most {
 		t.Fatalf("%d host writes for %d rewrites in %v, want at most %d:\n%s", writes, n-1, elapsed, most, f.log)
@@ -148,7 +152,7 @@ func (f *fx) geminiSentinel() *sentinel {
 }
 
 func geminiTok(n int) []byte {
-	return fmt.Appendf(nil, `{"access_token":"ya29.%d","refresh_token":"1//r","expiry_date":%d}`+"\n", n, time.Now().Add(30*time.Minute).UnixMilli()+int64(n))
+	return append(harness.GeminiJSON(fmt.Sprint("ya29.", n), "1//r", time.Now().Add(30*time.Minute).UnixMilli()+int64(n)), '\n')
 }
 
 // TestMergeKeepsBothSides: an MCP server's login in the container and a
@@ -162,7 +166,7 @@ func TestMergeKeepsBothSides(t *testing.T) {
 	homeFile, gemHome := f.homePath(".claude/.credentials.json"), f.homePath(".gemini/oauth_creds.json")
 	mcp := func(n int) []byte {
 		b := claudeTok(n)
-		return append(b[:len(b)-3], []byte(`"srv":{"accessToken":"mcp"}}}`+"\n")...)
+		return append(b[:len(b)-2], []byte(`,"mcpOAuth":{"srv":{"accessToken":"mcp"}}}`+"\n")...)
 	}
 	renameOwned(t, homeFile, mcp(1), userUID, userGID)
 	waitContent(t, hostFile, mcp(1))

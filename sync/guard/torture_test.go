@@ -1,7 +1,10 @@
 package guard
 
-// Storm and crash tests. Round counts scale with CAW_TORTURE_ROUNDS (the
-// torture/bench runs use 1,000+); each test logs its counts at the end.
+// Storm and crash tests. They stay here, not in ./torture, because they
+// drive the guard in-process through this package's fixture (fx, its log,
+// a guard helper process built from this test binary). Round counts take
+// the torture suite's knob: CAW_TORTURE=full runs 1,000 each; each test
+// logs its counts at the end.
 
 import (
 	"bufio"
@@ -21,20 +24,10 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/agents"
+	"github.com/caw-dev/caw/internal/testenv"
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
 )
-
-func tortureRounds(t *testing.T, def int) int {
-	if v := os.Getenv("CAW_TORTURE_ROUNDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("CAW_TORTURE_ROUNDS=%q: want a positive number", v)
-		}
-		return n
-	}
-	return def
-}
 
 var tokNum = regexp.MustCompile(`"accessToken":"at-(\d+)"`)
 
@@ -119,7 +112,7 @@ func (m *hostMonitor) finish() (reads, invalid, regressed int) {
 // never goes back to an older token, and a file replaced between the
 // guard's open and fstat is simply re-opened.
 func TestHomeRenameStorm(t *testing.T) {
-	rounds := tortureRounds(t, 300)
+	rounds := testenv.Rounds(300, 1000)
 	f := newFx(t)
 	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
 	f.start()
@@ -132,7 +125,7 @@ func TestHomeRenameStorm(t *testing.T) {
 	waitContent(t, hostFile, claudeTok(rounds+1))
 	reads, invalid, regressed := mon.finish()
 	assertContent(t, homeFile, claudeTok(rounds+1))
-	hostile := f.log.count(-1, "ignoring the home side")
+	hostile := f.report("claude").HomeHostile
 	t.Logf("rename storm: rounds=%d host-reads=%d invalid-seen=%d regressions=%d hostile-misreads=%d",
 		rounds, reads, invalid, regressed, hostile)
 	if invalid > 0 || regressed > 0 || hostile > 0 {
@@ -144,7 +137,7 @@ func TestHomeRenameStorm(t *testing.T) {
 // while the container agent refreshes by rename: every side ends with the
 // freshest, no side ever moves to an older token.
 func TestTwoSidedStorm(t *testing.T) {
-	rounds := tortureRounds(t, 200)
+	rounds := testenv.Rounds(200, 1000)
 	f := newFx(t)
 	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
 	f.start()
@@ -173,7 +166,7 @@ func TestTwoSidedStorm(t *testing.T) {
 	// Both sides converge on the freshest token written anywhere. The host
 	// writer's own truncate-then-write is visible to the monitor as
 	// "invalid" by design of that writer, so only convergence is asserted.
-	waitFor(t, "convergence", func() bool {
+	testenv.WaitFor(t, "convergence", func() bool {
 		a, b := tokenOf(readFile(hostFile)), tokenOf(readFile(homeFile))
 		return a == n && b == n
 	}, filepath.Dir(hostFile), filepath.Dir(homeFile))
@@ -224,7 +217,7 @@ func guardHelper() int {
 // every kill the host file parses, holds one of the written tokens, and
 // never an older one than before the kill.
 func TestCrashDuringStorm(t *testing.T) {
-	rounds := tortureRounds(t, 150)
+	rounds := testenv.Rounds(150, 1000)
 	f := newFx(t)
 	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
 	mdir := filepath.Join(f.dir, "manifest")

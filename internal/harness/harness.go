@@ -82,13 +82,16 @@ type Container struct {
 	cmd     *exec.Cmd
 	pid     int // the guard's pid, seen from here
 	waitErr chan error
-	stderr  *syncBuffer
+	stderr  *SyncBuffer
 }
 
 // Spec is how to start one container's guard.
 type Spec struct {
 	Strategy string // Bind (default) or BindDir
-	UID, GID int    // target user; 0 means 1000
+	// Agent and Target are the agent whose credential is guarded and its
+	// path in the home; empty: Claude Code's ~/.claude/.credentials.json.
+	Agent, Target string
+	UID, GID      int // target user; 0 means 1000
 	// PlainStaging leaves the staging dir a plain directory, not the
 	// read-only mount a real container has: as in a container started
 	// without $(caw docker-flags), where anyone may have made it.
@@ -128,18 +131,22 @@ func Prepare(dir string, host *Host, spec Spec) (*Container, error) {
 	if c.UID == 0 {
 		c.UID, c.GID = 1000, 1000
 	}
+	agent, target, src := "claude", ".claude/.credentials.json", "claude/credentials.json"
+	if spec.Agent != "" {
+		agent, target = spec.Agent, spec.Target
+		src = agent + "/" + filepath.Base(target)
+	}
+	if c.Strategy == BindDir {
+		src = agent + "/config-dir/" + filepath.Base(target)
+	}
 	c.Staging = filepath.Join(dir, "staging")
 	c.Home = filepath.Join(dir, "home")
-	c.HomeFile = filepath.Join(c.Home, ".claude", ".credentials.json")
-	src := "claude/credentials.json"
-	if c.Strategy == BindDir {
-		src = "claude/config-dir/.credentials.json"
-	}
+	c.HomeFile = filepath.Join(c.Home, target)
 	m := &manifest.Manifest{
 		Version: manifest.Version, CreatedAt: "2026-11-30T00:00:00+00:00",
 		HostHome: host.Home, ContainerHome: c.Home, MountPoint: c.Staging,
-		Agents: map[string]manifest.Agent{"claude": {Files: []manifest.File{{
-			Src: src, ContainerTarget: ".claude/.credentials.json", HostOriginal: ".claude/.credentials.json",
+		Agents: map[string]manifest.Agent{agent: {Files: []manifest.File{{
+			Src: src, ContainerTarget: target, HostOriginal: target,
 			Type: manifest.TypeCredential, Strategy: c.Strategy, Mode: "0600",
 		}}}},
 	}
@@ -147,7 +154,7 @@ func Prepare(dir string, host *Host, spec Spec) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(c.Staging, "claude"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(c.Staging, agent), 0o755); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(c.Staging, manifest.FileName), data, 0o644); err != nil {
@@ -196,7 +203,7 @@ shift 5; exec "$@"`
 		"/bin/sh", "-c", script, "sh", c.MountSrc, c.MountDst, c.Passwd, c.Group, c.Staging}
 	args = append(args, spec.Argv(c)...)
 	c.cmd = exec.Command("unshare", args...)
-	c.stderr = &syncBuffer{}
+	c.stderr = &SyncBuffer{}
 	c.cmd.Stderr = c.stderr
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {
@@ -331,12 +338,34 @@ func WaitSeq(w *Watch, path string, seq int64, deadline time.Time) error {
 	return err
 }
 
-type syncBuffer struct {
+// MkdirAtOnce makes every directory in paths at the same instant, one
+// goroutine each released together (as agents on both sides of a mount
+// taking their refresh locks), and reports which mkdir succeeded.
+func MkdirAtOnce(paths ...string) []bool {
+	got := make([]bool, len(paths))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, p := range paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			got[i] = os.Mkdir(p, 0o700) == nil
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return got
+}
+
+// SyncBuffer collects a process's output for several goroutines: writes
+// and reads are locked, and it keeps the first MiB.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.b.Len() > 1<<20 {
@@ -345,10 +374,10 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
-var _ io.Writer = (*syncBuffer)(nil)
+var _ io.Writer = (*SyncBuffer)(nil)

@@ -24,8 +24,35 @@ var expiryBase = time.Now().Add(time.Hour).UnixMilli()
 // Cred is a Claude Code credential whose freshness is seq: its access and
 // refresh tokens name seq and its expiry grows with it.
 func Cred(seq int64) []byte {
-	return fmt.Appendf(nil, `{"claudeAiOauth":{"accessToken":"sk-ant-oat01-caw-%012d","refreshToken":"sk-ant-ort01-caw-%012d","expiresAt":%d,"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}`,
-		seq, seq, expiryBase+seq)
+	return ClaudeJSON(fmt.Sprintf("sk-ant-oat01-caw-%012d", seq), fmt.Sprintf("sk-ant-ort01-caw-%012d", seq), expiryBase+seq)
+}
+
+// The credential files of caw's tests, each in the shape its agent writes
+// (see agents.Classify), byte for byte reproducible so a test can compare
+// what it reads with what it wrote.
+
+// ClaudeJSON is ~/.claude/.credentials.json holding the given tokens,
+// expiring at expiresAt (Unix ms).
+func ClaudeJSON(access, refresh string, expiresAt int64) []byte {
+	return fmt.Appendf(nil, `{"claudeAiOauth":{"accessToken":%q,"refreshToken":%q,"expiresAt":%d,"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}`,
+		access, refresh, expiresAt)
+}
+
+// ClaudeStub is the logged-out stub Claude Code leaves after a refused
+// refresh.
+const ClaudeStub = `{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":0}}`
+
+// CodexJSON is ~/.codex/auth.json holding the given tokens (the access
+// token a JWT for its expiry to show), refreshed at lastRefresh (RFC 3339).
+func CodexJSON(idToken, access, refresh, account, lastRefresh string) []byte {
+	return fmt.Appendf(nil, `{"OPENAI_API_KEY":null,"tokens":{"id_token":%q,"access_token":%q,"refresh_token":%q,"account_id":%q},"last_refresh":%q}`,
+		idToken, access, refresh, account, lastRefresh)
+}
+
+// GeminiJSON is ~/.gemini/oauth_creds.json holding the given tokens,
+// expiring at expiry (Unix ms).
+func GeminiJSON(access, refresh string, expiry int64) []byte {
+	return fmt.Appendf(nil, `{"access_token":%q,"refresh_token":%q,"token_type":"Bearer","expiry_date":%d}`, access, refresh, expiry)
 }
 
 // Seq reads the sequence number of a credential Cred wrote. ok is false for

@@ -46,6 +46,26 @@ func (w *Watch) Add(path string, mask uint32) error {
 	return nil
 }
 
+// MaskChanged is any change of a file or of a directory's entries.
+const MaskChanged = MaskWritten | syscall.IN_MOVED_FROM | syscall.IN_DELETE
+
+// WaitFor waits until cond holds, re-checking it on every change inotify
+// reports on paths and every 5 ms (a backstop for a condition no file
+// change announces, such as a guard's report), until the deadline.
+func WaitFor(deadline time.Time, cond func() bool, paths ...string) error {
+	w, err := NewWatch(MaskChanged, paths...)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	for {
+		err := w.Until(earliest(deadline, time.Now().Add(5*time.Millisecond)), cond)
+		if !errors.Is(err, ErrTimeout) || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
 // ErrTimeout is returned by Until when the deadline passes first.
 var ErrTimeout = errors.New("timed out waiting for the change")
 
@@ -103,3 +123,10 @@ func (w *Watch) Drain() {
 
 // Close releases the instance and its watches.
 func (w *Watch) Close() error { return w.f.Close() }
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
