@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package harness runs credential guards the way a container runs them, for
 // caw's bench (go run ./bench) and its torture suite (./torture): a staging
 // dir with a manifest.json, a fake host credential bind-mounted into it

@@ -1,3 +1,5 @@
+//go:build linux
+
 package safefs
 
 // The *at primitives for a directory another user controls (the container

@@ -16,9 +16,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"github.com/caw-dev/caw/internal/harness"
 )
 
 // missing fails (or, with CAW_TEST_ALLOW_SKIP=1, skips) the test.
@@ -136,13 +133,4 @@ func Rounds(bounded, full int) int {
 		return full
 	}
 	return bounded
-}
-
-// WaitFor waits until cond holds, re-checking it on every inotify event on
-// paths (and every 5 ms), and fails the test after 10 seconds.
-func WaitFor(t testing.TB, what string, cond func() bool, paths ...string) {
-	t.Helper()
-	if err := harness.WaitFor(time.Now().Add(10*time.Second), cond, paths...); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
 }
