@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -314,29 +315,12 @@ type proc struct {
 	lines   chan string
 	stdout  strings.Builder // every stdout line seen, for failure messages
 	mu      sync.Mutex
-	stderr  *lockedBuffer
+	stderr  *harness.SyncBuffer
 	waited  chan struct{}
 	stdinW  *os.File // write end of stdin when the launch gave none
 	err     error
 	start   time.Time
 	timeout time.Duration
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 var baseEnv = []string{"PATH=/bin", "HOME=/root", "USER=root", "LOGNAME=root"}
@@ -367,7 +351,7 @@ func start(t *testing.T, r launch) *proc {
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	}
-	p := &proc{t: t, cmd: cmd, lines: make(chan string, 1024), stderr: &lockedBuffer{}, waited: make(chan struct{}), timeout: r.timeout}
+	p := &proc{t: t, cmd: cmd, lines: make(chan string, 1024), stderr: &harness.SyncBuffer{}, waited: make(chan struct{}), timeout: r.timeout}
 	if p.timeout == 0 {
 		p.timeout = runTimeout
 	}

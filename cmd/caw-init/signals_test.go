@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // modes are the two ways caw-init runs: PID 1 of a PID namespace, and an
@@ -140,56 +138,35 @@ echo "init=$(readlink /proc/$PPID/cwd) child=$(pwd)"`
 // with it, so the shell reports the job stopped and gives its prompt back;
 // fg resumes the command in the foreground, where it reads the terminal.
 func TestCtrlZStopsJob(t *testing.T) {
-	tm, r := openTerm(t)
+	tm, slave := testenv.OpenTerm(t)
+	r := launch{root: rootfs(t), tty: slave}
 	r.env = append([]string{"PS1=PROMPT> "}, baseEnv...)
 	r.args = []string{"--no-sync", "--", "sh", "-i"}
 	p := start(t, r)
 	r.tty.Close()
 	prompt := regexp.MustCompile(`PROMPT> `)
-	_, at := tm.waitFor(prompt, 0)
-	tm.write(`/caw-init --no-sync -- sh -c 'echo child-"r"eady; read l; echo "child-read: $l"'` + "\n")
-	_, at = tm.waitFor(regexp.MustCompile(`child-ready`), at)
+	_, at := tm.Match(prompt, 0, runTimeout)
+	tm.Write(`/caw-init --no-sync -- sh -c 'echo child-"r"eady; read l; echo "child-read: $l"'` + "\n")
+	_, at = tm.Match(regexp.MustCompile(`child-ready`), at, runTimeout)
 	// busybox ash gives the terminal its cooked mode back only after the
 	// job has started: before that, ^Z would be read as a character.
-	tm.waitCooked()
-	tm.write("\x1a")
-	_, at = tm.waitFor(regexp.MustCompile(`Stopped`), at)
-	_, at = tm.waitFor(prompt, at)
-	tm.write("fg\n")
+	tm.WaitCooked(runTimeout)
+	tm.Write("\x1a")
+	_, at = tm.Match(regexp.MustCompile(`Stopped`), at, runTimeout)
+	_, at = tm.Match(prompt, at, runTimeout)
+	tm.Write("fg\n")
 	// fg echoes the job's command line: wait for it before typing.
-	_, at = tm.waitFor(regexp.MustCompile(`caw-init`), at)
-	tm.waitCooked()
-	tm.write("hello\n")
-	_, at = tm.waitFor(regexp.MustCompile(`child-read: hello`), at)
-	_, at = tm.waitFor(prompt, at)
-	tm.write(`echo "rc=$?"` + "\n")
-	_, at = tm.waitFor(regexp.MustCompile(`rc=0`), at)
-	_, _ = tm.waitFor(prompt, at)
-	tm.write("exit 0\n")
+	_, at = tm.Match(regexp.MustCompile(`caw-init`), at, runTimeout)
+	tm.WaitCooked(runTimeout)
+	tm.Write("hello\n")
+	_, at = tm.Match(regexp.MustCompile(`child-read: hello`), at, runTimeout)
+	_, at = tm.Match(prompt, at, runTimeout)
+	tm.Write(`echo "rc=$?"` + "\n")
+	_, at = tm.Match(regexp.MustCompile(`rc=0`), at, runTimeout)
+	_, _ = tm.Match(prompt, at, runTimeout)
+	tm.Write("exit 0\n")
 	if code := p.wait(); code != 0 {
 		t.Errorf("exit %d; terminal:\n%q", code, tm)
-	}
-}
-
-// waitCooked waits until the terminal has its line discipline's signals
-// and echo on (TCGETS on the master reads the terminal's modes).
-func (tm *term) waitCooked() {
-	tm.t.Helper()
-	f, ok := tm.master.(*os.File)
-	if !ok {
-		tm.t.Fatal("pty master is not a file")
-	}
-	deadline := time.Now().Add(runTimeout)
-	for {
-		tio, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-		must(tm.t, err)
-		if tio.Lflag&(unix.ISIG|unix.ECHO|unix.ICANON) == unix.ISIG|unix.ECHO|unix.ICANON {
-			return
-		}
-		if time.Now().After(deadline) {
-			tm.t.Fatalf("terminal still in raw mode after %v", runTimeout)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/manifest"
 	"golang.org/x/sys/unix"
 )
@@ -50,8 +51,8 @@ func bindEntry(src string) manifest.File {
 // padded with a field of pad bytes.
 func claudeCred(n int, pad int) []byte {
 	exp := time.Now().Add(time.Hour).UnixMilli() + int64(n)*1000
-	return fmt.Appendf(nil, `{"claudeAiOauth":{"accessToken":"at-%d","refreshToken":"rt-%d","expiresAt":%d,"scopes":["user:inference"]},"pad":%q}`+"\n",
-		n, n, exp, strings.Repeat("p", pad))
+	b := harness.ClaudeJSON(fmt.Sprint("at-", n), fmt.Sprint("rt-", n), exp)
+	return fmt.Appendf(b[:len(b)-1], `,"pad":%q}`+"\n", strings.Repeat("p", pad))
 }
 
 // TestPlantedStaging (issue 10, finding 1): a staging dir the container user
