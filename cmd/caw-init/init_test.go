@@ -650,16 +650,5 @@ var staged = []string{"ro tmp/caw_auth"}
 // root's /tmp/caw_auth, and returns its path.
 func writeManifest(t *testing.T, root string) string {
 	t.Helper()
-	auth := filepath.Join(root, "tmp/caw_auth")
-	must(t, os.MkdirAll(auth, 0o755))
-	m := &manifest.Manifest{
-		Version: manifest.Version, CreatedAt: "2026-01-01T00:00:00Z", HostHome: "/home/host",
-		ContainerHome: "/home/playground", MountPoint: manifest.DefaultMountPoint, User: "playground",
-		Agents: map[string]manifest.Agent{},
-	}
-	data, err := m.Marshal()
-	must(t, err)
-	mf := filepath.Join(auth, manifest.FileName)
-	must(t, os.WriteFile(mf, data, 0o644))
-	return mf
+	return filepath.Join(stage(t, root, nil), manifest.FileName)
 }
