@@ -24,7 +24,7 @@
 // poll for host files shared through a VM (no host-side events); policy.go
 // the sync rules; cred.go carries them out, one worker per credential;
 // lockmirror.go mirrors Claude Code's refresh lock directory between home
-// and host.
+// and host; report.go is what the guard reports per credential.
 package guard
 
 import (
