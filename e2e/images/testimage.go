@@ -66,10 +66,6 @@ func (b *Builder) TestImage(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	applets, err := run(ctx, time.Minute, nil, nil, busyboxPath, "--list")
-	if err != nil {
-		return "", fmt.Errorf("list busybox applets (apt-get install busybox-static): %w", err)
-	}
 	files := []imgFile{
 		{name: "bin/", mode: 0o755},
 		{name: "etc/", mode: 0o755},
@@ -86,51 +82,20 @@ func (b *Builder) TestImage(ctx context.Context) (string, error) {
 		{name: "usr/local/bin/caw-init", mode: 0o755, src: initBin},
 		{name: "usr/local/bin/fake-agent", mode: 0o755, src: agentBin},
 	}
-	names := strings.Fields(string(applets))
-	sort.Strings(names)
-	for _, a := range names {
-		if a != "busybox" && !strings.Contains(a, "/") {
-			files = append(files, imgFile{name: "bin/" + a, link: "busybox"})
-		}
-	}
-	h := sha256.New()
-	for i := range files {
-		f := &files[i]
-		if f.src != "" {
-			if f.data, err = os.ReadFile(f.src); err != nil {
-				return "", fmt.Errorf("read test image file: %w", err)
-			}
-		}
-		fmt.Fprintf(h, "%s\x00%o\x00%d\x00%d\x00%s\x00%d\x00", f.name, f.mode, f.uid, f.gid, f.link, len(f.data))
-		h.Write(f.data)
-	}
-	tag := Test + ":" + hex.EncodeToString(h.Sum(nil))[:16]
-
-	unlock, err := b.lock()
+	files, err = withApplets(ctx, files)
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
-	if _, ok := label(ctx, tag); ok {
-		return tag, nil
-	}
-	b.logf("docker import %s", tag)
-	var buf bytes.Buffer
-	if err := writeRootfs(&buf, files); err != nil {
-		return "", err
-	}
-	if _, err := run(ctx, 3*time.Minute, &buf, nil, "docker", "import",
-		"--change", "ENV PATH=/usr/local/bin:/bin",
-		"--change", `ENTRYPOINT ["/usr/local/bin/caw-init","--"]`,
-		"--change", `CMD ["sh"]`,
-		"--change", "LABEL "+keyLabel+"="+strings.TrimPrefix(tag, Test+":"),
-		"-", tag); err != nil {
+	tag, err := b.importImage(ctx, Test, files,
+		"ENV PATH=/usr/local/bin:/bin",
+		`ENTRYPOINT ["/usr/local/bin/caw-init","--"]`,
+		`CMD ["sh"]`)
+	if err != nil {
 		return "", err
 	}
 	if _, err := run(ctx, time.Minute, nil, nil, "docker", "tag", tag, Test+":latest"); err != nil {
 		return "", err
 	}
-	pruneTags(ctx, Test, tag)
 	return tag, nil
 }
 
@@ -139,14 +104,22 @@ func (b *Builder) TestImage(ctx context.Context) (string, error) {
 // (the stock image of docker-flags --init's tests). It returns its
 // content-keyed tag.
 func (b *Builder) BusyboxImage(ctx context.Context) (string, error) {
-	applets, err := run(ctx, time.Minute, nil, nil, busyboxPath, "--list")
-	if err != nil {
-		return "", fmt.Errorf("list busybox applets (apt-get install busybox-static): %w", err)
-	}
-	files := []imgFile{
+	files, err := withApplets(ctx, []imgFile{
 		{name: "bin/", mode: 0o755},
 		{name: "tmp/", mode: 0o1777},
 		{name: "bin/busybox", mode: 0o755, src: busyboxPath},
+	})
+	if err != nil {
+		return "", err
+	}
+	return b.importImage(ctx, Busybox, files, "ENV PATH=/usr/local/bin:/bin", `CMD ["sh"]`)
+}
+
+// withApplets adds a bin/NAME link to busybox for each of its applets.
+func withApplets(ctx context.Context, files []imgFile) ([]imgFile, error) {
+	applets, err := run(ctx, time.Minute, nil, nil, busyboxPath, "--list")
+	if err != nil {
+		return nil, fmt.Errorf("list busybox applets (apt-get install busybox-static): %w", err)
 	}
 	names := strings.Fields(string(applets))
 	sort.Strings(names)
@@ -155,18 +128,30 @@ func (b *Builder) BusyboxImage(ctx context.Context) (string, error) {
 			files = append(files, imgFile{name: "bin/" + a, link: "busybox"})
 		}
 	}
+	return files, nil
+}
+
+// importImage makes a FROM-scratch image of files with the given Dockerfile
+// changes, tagged repo:<hash of files and changes>, unless that tag exists,
+// and prunes the repo's older tags. It returns the tag.
+func (b *Builder) importImage(ctx context.Context, repo string, files []imgFile, changes ...string) (string, error) {
 	h := sha256.New()
 	for i := range files {
 		f := &files[i]
 		if f.src != "" {
+			var err error
 			if f.data, err = os.ReadFile(f.src); err != nil {
-				return "", fmt.Errorf("read busybox image file: %w", err)
+				return "", fmt.Errorf("read %s image file: %w", repo, err)
 			}
 		}
-		fmt.Fprintf(h, "%s\x00%o\x00%s\x00%d\x00", f.name, f.mode, f.link, len(f.data))
+		fmt.Fprintf(h, "%s\x00%o\x00%d\x00%d\x00%s\x00%d\x00", f.name, f.mode, f.uid, f.gid, f.link, len(f.data))
 		h.Write(f.data)
 	}
-	tag := Busybox + ":" + hex.EncodeToString(h.Sum(nil))[:16]
+	for _, c := range changes {
+		fmt.Fprintf(h, "%s\x00", c)
+	}
+	tag := repo + ":" + hex.EncodeToString(h.Sum(nil))[:16]
+
 	unlock, err := b.lock()
 	if err != nil {
 		return "", err
@@ -180,14 +165,14 @@ func (b *Builder) BusyboxImage(ctx context.Context) (string, error) {
 	if err := writeRootfs(&buf, files); err != nil {
 		return "", err
 	}
-	if _, err := run(ctx, 3*time.Minute, &buf, nil, "docker", "import",
-		"--change", "ENV PATH=/usr/local/bin:/bin",
-		"--change", `CMD ["sh"]`,
-		"--change", "LABEL "+keyLabel+"="+strings.TrimPrefix(tag, Busybox+":"),
-		"-", tag); err != nil {
+	args := []string{"import"}
+	for _, c := range append(changes, "LABEL "+keyLabel+"="+strings.TrimPrefix(tag, repo+":")) {
+		args = append(args, "--change", c)
+	}
+	if _, err := run(ctx, 3*time.Minute, &buf, nil, "docker", append(args, "-", tag)...); err != nil {
 		return "", err
 	}
-	pruneTags(ctx, Busybox, tag)
+	pruneTags(ctx, repo, tag)
 	return tag, nil
 }
 

@@ -3,10 +3,10 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"github.com/caw-dev/caw/internal/safefs"
 	"io"
 	"io/fs"
 	"os"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,7 +77,7 @@ func WriteMirror(p string, data []byte, still func(cur []byte, err error) bool) 
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("write %s: not a regular file", p)
 	}
-	unlock, err := lockFD(fd)
+	unlock, err := safefs.Flock(fd)
 	if err != nil {
 		return fmt.Errorf("lock %s: %w", p, err)
 	}
@@ -111,25 +111,4 @@ func WriteMirror(p string, data []byte, still func(cur []byte, err error) bool) 
 		}
 	}
 	return nil
-}
-
-// lockFD takes an exclusive flock, waiting a bounded time: a stopped
-// writer holding it must not wedge the bridge.
-func lockFD(fd int) (func(), error) {
-	deadline := time.Now().Add(2 * time.Second)
-	wait := 50 * time.Microsecond
-	for {
-		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { unix.Flock(fd, unix.LOCK_UN) }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return nil, err
-		}
-		if time.Now().After(deadline) {
-			return nil, errors.New("held by another writer for over 2s")
-		}
-		time.Sleep(wait)
-		wait = min(wait*2, 5*time.Millisecond)
-	}
 }

@@ -7,13 +7,15 @@
 // writer's file, for a directory another user controls (dir.go); the
 // in-place write of a bind-mounted file that is never torn, full disk
 // included (inplace.go); and running file operations with a user's
-// filesystem identity (user.go, setfsuid on a locked OS thread).
+// filesystem identity (user.go, setfsuid on a locked OS thread). The
+// bounded read and Flock also serve the host side (caw's Keychain bridge).
 package safefs
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -79,4 +81,26 @@ func ReadRegular(f *os.File, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", f.Name(), err)
 	}
 	return data, nil
+}
+
+// Flock takes an exclusive flock on fd, which the other writers that share
+// the file (other containers' guards, the Keychain bridge) honour. It waits
+// at most 2 s: a stopped writer holding the lock must not wedge this one.
+func Flock(fd int) (unlock func(), err error) {
+	deadline := time.Now().Add(2 * time.Second)
+	wait := 50 * time.Microsecond
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Flock(fd, unix.LOCK_UN) }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("held by another writer for over 2s")
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 5*time.Millisecond)
+	}
 }

@@ -337,7 +337,7 @@ func (g *Guard) rewatchHome(c *cred) {
 
 // handle hands a batch of events to the credentials' workers: the event
 // loop itself does no I/O, so a host file whose lock the guard waits for
-// (up to 2 s, see lockFD) delays only its own credential.
+// (up to 2 s, see safefs.Flock) delays only its own credential.
 func (g *Guard) handle(batch []dirty) {
 	for _, d := range batch {
 		d.t.c.post(d.t.side, d.mask, false)

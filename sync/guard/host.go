@@ -158,7 +158,7 @@ func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) err
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return &hostileError{Path: b.label, Why: "is not a regular file"}
 	}
-	unlock, err := lockFD(fd)
+	unlock, err := safefs.Flock(fd)
 	if err != nil {
 		return fmt.Errorf("lock %s: %w", b.label, err)
 	}
@@ -241,28 +241,6 @@ func setLease(fd, owner int) error {
 	return err
 }
 
-// lockFD takes an exclusive flock, which other containers' guards on the
-// same host inode honour. It waits a bounded time: a stopped guard holding
-// the lock must not wedge this one.
-func lockFD(fd int) (func(), error) {
-	deadline := time.Now().Add(2 * time.Second)
-	wait := 50 * time.Microsecond
-	for {
-		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { unix.Flock(fd, unix.LOCK_UN) }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return nil, err
-		}
-		if time.Now().After(deadline) {
-			return nil, errors.New("held by another writer for over 2s")
-		}
-		time.Sleep(wait)
-		wait = min(wait*2, 5*time.Millisecond)
-	}
-}
-
 // bindDir is a credential inside a bind-mounted host directory, which the
 // container user may be able to write too: reads are checked like the
 // home's, writes are temp + fsync + rename with the original's owner and
@@ -307,7 +285,7 @@ func (b *bindDir) read() ([]byte, error) {
 
 func (b *bindDir) recheck(kept string, was [32]byte, mine []byte, prefer preferFunc) bool {
 	dirfd := int(b.d.Fd())
-	unlock, err := lockFD(dirfd)
+	unlock, err := safefs.Flock(dirfd)
 	if err != nil {
 		return false
 	}
@@ -317,7 +295,7 @@ func (b *bindDir) recheck(kept string, was [32]byte, mine []byte, prefer preferF
 
 func (b *bindDir) write(data []byte, still func([]byte, error) bool, prefer preferFunc) (string, error) {
 	dirfd := int(b.d.Fd())
-	unlock, err := lockFD(dirfd)
+	unlock, err := safefs.Flock(dirfd)
 	if err != nil {
 		return "", fmt.Errorf("lock %s: %w", b.dir, err)
 	}
