@@ -8,8 +8,9 @@ ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
+# caw-init's -E: its entry hook (internal/initbuild), as in the Makefile.
 RUN go build -trimpath -ldflags="-s -w" -o /out/caw ./cmd/caw \
- && go build -trimpath -ldflags="-s -w" -o /out/caw-init ./cmd/caw-init
+ && go build -trimpath -ldflags="-s -w -E=github.com/caw-dev/caw/init/pid1.rt0" -o /out/caw-init ./cmd/caw-init
 
 FROM scratch
 COPY --from=build /out/caw /out/caw-init /

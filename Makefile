@@ -3,6 +3,10 @@ GO       ?= go
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 GOFLAGS_STATIC = -trimpath -ldflags='-s -w'
+# caw-init is entered through its entry hook, which records the signal
+# configuration its caller set before the Go runtime changes it (see
+# internal/initbuild; the Dockerfile and the README use the same flags).
+INIT_LDFLAGS = -s -w -E=github.com/caw-dev/caw/init/pid1.rt0
 
 .PHONY: mutate all build install demo test bench fuzz vet clean
 
@@ -10,7 +14,8 @@ all: build
 
 # Static binaries into ./bin (caw-init must be static: it runs FROM scratch).
 build:
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_STATIC) -o bin/ ./cmd/caw ./cmd/caw-init
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_STATIC) -o bin/ ./cmd/caw
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(INIT_LDFLAGS)' -o bin/ ./cmd/caw-init
 
 install: build
 	install -d $(DESTDIR)$(BINDIR)

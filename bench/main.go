@@ -33,6 +33,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/caw-dev/caw/internal/initbuild"
 )
 
 // config is one run's parameters.
@@ -165,12 +167,12 @@ func (c *config) logf(format string, args ...any) {
 }
 
 // buildCawInit builds ./cmd/caw-init the way a release is built: static,
-// stripped, trimmed paths.
+// stripped, trimmed paths, entered through its entry hook.
 func buildCawInit(dir string) (string, error) {
 	out := filepath.Join(dir, "caw-init")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "github.com/caw-dev/caw/cmd/caw-init")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags="+initbuild.LDFlags, "-o", out, "github.com/caw-dev/caw/cmd/caw-init")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/caw-init: %v: %s", err, firstLine(string(b)))

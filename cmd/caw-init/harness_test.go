@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/internal/testenv"
@@ -101,12 +101,48 @@ func helperMain() {
 }
 
 // The signal configuration a caller such as nohup or a shell running a
-// background job leaves: tini's sigconf test's, minus what a Go program
-// cannot see (see the README): SIGSEGV ignored, SIGTERM and SIGILL blocked.
+// background job leaves, widened from tini's sigconf test (SIGTTOU, SIGSEGV
+// and SIGINT ignored; SIGTTIN and SIGUSR1 blocked) to every kind the Go
+// runtime treats differently: the ignored actions it leaves alone (HUP,
+// INT, TTOU), the ones it takes over for os/signal (QUIT, USR1, PIPE, ALRM,
+// TERM, 35-64), for itself (SEGV, PROF, 33) or that caw-init catches with
+// its own handler (32, 34); the blocked signals it unblocks on its threads
+// (ILL, TERM, 34) and the ones it does not (TTIN, USR1, USR2, 40).
 var (
-	callerIgnored = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTTOU}
-	callerBlocked = []syscall.Signal{syscall.SIGTTIN, syscall.SIGUSR2}
+	callerIgnored = append([]syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1,
+		syscall.SIGSEGV, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGTERM, syscall.SIGTTOU, syscall.SIGPROF},
+		sigRange(32, 64)...)
+	callerBlocked = []syscall.Signal{syscall.SIGILL, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM,
+		syscall.SIGTTIN, 34, 40}
 )
+
+func sigRange(from, to syscall.Signal) []syscall.Signal {
+	var sigs []syscall.Signal
+	for s := from; s <= to; s++ {
+		sigs = append(sigs, s)
+	}
+	return sigs
+}
+
+// kernelSigaction is the kernel's struct sigaction on amd64 and arm64.
+type kernelSigaction struct {
+	handler  uintptr
+	flags    uint64
+	restorer uintptr
+	mask     uint64
+}
+
+// ignoreRaw sets sig's action to SIG_IGN with rt_sigaction itself:
+// signal.Ignore leaves alone the signals the Go runtime keeps for itself
+// (SEGV, PROF, 32-34), and an ignored action is what survives exec.
+func ignoreRaw(sig syscall.Signal) error {
+	sa := kernelSigaction{handler: 1} // SIG_IGN
+	_, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
 
 // execInit execs caw-init with the test's arguments and environment, minus
 // the harness's own variables, after setting the caller's signal
@@ -120,9 +156,13 @@ func execInit(bin string, die func(string, error)) {
 	}
 	if os.Getenv(sigconfEnv) == "1" {
 		// Ignored actions survive exec; the mask is the exec'ing thread's.
+		// Nothing runs in this process from here to the exec: an ignored
+		// SIGURG (no preemption) or 33 (no setuid) does no harm.
 		runtime.LockOSThread()
 		for _, s := range callerIgnored {
-			signal.Ignore(s)
+			if err := ignoreRaw(s); err != nil {
+				die(fmt.Sprintf("ignore signal %d", int(s)), err)
+			}
 		}
 		var set unix.Sigset_t
 		for _, s := range callerBlocked {
@@ -132,7 +172,7 @@ func execInit(bin string, die func(string, error)) {
 			die("block signals", err)
 		}
 	}
-	err := unix.Exec(bin, append([]string{"caw-init"}, os.Args[1:]...), env)
+	err := unix.Exec(bin, append([]string{filepath.Base(bin)}, os.Args[1:]...), env)
 	die("exec caw-init", err)
 }
 
@@ -303,6 +343,9 @@ type launch struct {
 	// sigconf starts caw-init with callerIgnored ignored and callerBlocked
 	// blocked, as nohup or a shell's background job would.
 	sigconf bool
+	// bin, with sigconf and no root, is what the caller execs instead of
+	// caw-init (to see the configuration the caller itself gives).
+	bin string
 	// timeout replaces runTimeout for a run whose own work is slow on a
 	// slow machine (forking thousands of shells).
 	timeout time.Duration
@@ -333,9 +376,12 @@ func start(t *testing.T, r launch) *proc {
 	}
 	var cmd *exec.Cmd
 	if r.root == "" && r.sigconf {
+		bin := r.bin
+		if bin == "" {
+			bin = testenv.Build(t, "github.com/caw-dev/caw/cmd/caw-init")
+		}
 		cmd = exec.Command(os.Args[0], r.args...)
-		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", sigconfEnv+"=1",
-			binEnv+"="+testenv.Build(t, "github.com/caw-dev/caw/cmd/caw-init"))
+		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", sigconfEnv+"=1", binEnv+"="+bin)
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 		cmd.Dir = r.cwd
 	} else if r.root == "" {

@@ -436,8 +436,9 @@ func TestChildEnvironment(t *testing.T) {
 }
 
 // TestNoFDLeak: with a manifest read and the guard started, the child holds
-// fds 0-2 only; caw-init's argv and environment hold nothing but what it
-// was given.
+// fds 0-2 only, also when started through the entry hook's trampoline (a
+// caller's signal configuration, sigconf); caw-init's argv and environment
+// hold nothing but what it was given.
 func TestNoFDLeak(t *testing.T) {
 	root := newRootfs(t, rootfsOpts{})
 	writeManifest(t, root)
@@ -446,19 +447,24 @@ func TestNoFDLeak(t *testing.T) {
 	inherited, err := os.Open(filepath.Join(root, "etc/passwd"))
 	must(t, err)
 	defer inherited.Close()
-	code, out, stderr := runInit(t, launch{root: root, extra: []*os.File{inherited}, mounts: staged,
-		args: []string{"-v", "--", "sh", "-c", "ls /proc/$$/fd; id -u; true"}})
-	if code != 0 {
-		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
-	}
-	if out != "0\n1\n2\n1000\n" {
-		t.Errorf("child fds and uid:\n%s\nwant 0 1 2 and uid 1000 (manifest user); stderr:\n%s", out, stderr)
-	}
-	if strings.Contains(stderr, "no manifest.json") {
-		t.Errorf("the manifest was not read:\n%s", stderr)
+	for _, sigconf := range []bool{false, true} {
+		code, out, stderr := runInit(t, launch{root: root, extra: []*os.File{inherited}, mounts: staged, sigconf: sigconf,
+			args: []string{"-vv", "--", "sh", "-c", "ls /proc/$$/fd; id -u; true"}})
+		if code != 0 {
+			t.Fatalf("sigconf %v: exit %d; stderr:\n%s", sigconf, code, stderr)
+		}
+		if out != "0\n1\n2\n1000\n" {
+			t.Errorf("sigconf %v: child fds and uid:\n%s\nwant 0 1 2 and uid 1000 (manifest user); stderr:\n%s", sigconf, out, stderr)
+		}
+		if strings.Contains(stderr, "no manifest.json") {
+			t.Errorf("the manifest was not read:\n%s", stderr)
+		}
+		if through := strings.Contains(stderr, "started through the entry hook"); through != sigconf {
+			t.Errorf("sigconf %v: started through the entry hook: %v; stderr:\n%s", sigconf, through, stderr)
+		}
 	}
 	// The descriptor was there to leak: caw-init (PID 1) holds it as fd 3.
-	code, out, _ = runInit(t, launch{root: root, extra: []*os.File{inherited},
+	code, out, _ := runInit(t, launch{root: root, extra: []*os.File{inherited},
 		args: []string{"--no-sync", "--", "sh", "-c", "readlink /proc/1/fd/3"}})
 	if code != 0 || !strings.HasSuffix(out, "/etc/passwd\n") {
 		t.Errorf("caw-init's fd 3: exit %d %q, want /etc/passwd", code, out)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caw-dev/caw/init/pid1"
+	"github.com/caw-dev/caw/internal/initbuild"
 	"github.com/caw-dev/caw/manifest"
 )
 
@@ -137,6 +139,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, int) {
 	}
 	if *version {
 		fmt.Println("caw-init", buildVersion())
+		fmt.Println(entryHookLine())
 		return nil, 0
 	}
 	if o.writeEvery < 0 {
@@ -201,6 +204,20 @@ func usageError(format string, args ...any) int {
 
 // version is set at release builds: -ldflags "-X main.version=v1.2.3".
 var version string
+
+// entryHookLine says whether this caw-init was linked with its entry hook,
+// without which the command does not get the caller's ignored signals and
+// mask exactly (README, Signals).
+func entryHookLine() string {
+	switch {
+	case pid1.EntryHook():
+		return "entry hook: linked"
+	case pid1.EntryHookBuildable:
+		return "entry hook: missing (link with -ldflags='" + initbuild.LDFlags + "'): the command gets the caller's ignored signals and mask only as far as the Go runtime leaves them"
+	default:
+		return "entry hook: not available in this build (linux/amd64 and linux/arm64 without cgo only)"
+	}
+}
 
 func buildVersion() string {
 	if version != "" {

@@ -352,11 +352,11 @@ func writeContext(w io.Writer, dockerfile string, ca []byte, goroot string) erro
 }
 
 // cawInputs lists the files the root Dockerfile's build reads: its own
-// files and the Go sources of every package of this module that caw or
-// caw-init links.
+// files and the Go and assembly sources of every package of this module
+// that caw or caw-init links.
 func (b *Builder) cawInputs(ctx context.Context) ([]string, error) {
 	out, err := run(ctx, 2*time.Minute, nil, nil, "go", "-C", b.Root, "list", "-deps",
-		"-f", `{{if not .Standard}}{{.Dir}}{{range .GoFiles}} {{.}}{{end}}{{range .EmbedFiles}} {{.}}{{end}}{{end}}`,
+		"-f", `{{if not .Standard}}{{.Dir}}{{range .GoFiles}} {{.}}{{end}}{{range .SFiles}} {{.}}{{end}}{{range .EmbedFiles}} {{.}}{{end}}{{end}}`,
 		"./cmd/caw", "./cmd/caw-init")
 	if err != nil {
 		return nil, err

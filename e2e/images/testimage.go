@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/caw-dev/caw/internal/initbuild"
 )
 
 // Users and groups of the test image. playground is in two supplementary
@@ -44,8 +46,12 @@ func (b *Builder) Binary(ctx context.Context, pkg string) (string, error) {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
+	ldflags := "-s -w"
+	if pkg == "./cmd/caw-init" {
+		ldflags = initbuild.LDFlags
+	}
 	if _, err := run(ctx, 5*time.Minute, nil, []string{"CGO_ENABLED=0"}, "go", "-C", b.Root, "build",
-		"-trimpath", "-ldflags=-s -w", "-o", tmp.Name(), pkg); err != nil {
+		"-trimpath", "-ldflags="+ldflags, "-o", tmp.Name(), pkg); err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {

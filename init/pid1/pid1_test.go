@@ -85,6 +85,38 @@ func TestWithoutKept(t *testing.T) {
 	}
 }
 
+// TestThroughEntry: the trampoline is taken exactly when the child would not
+// inherit the caller's configuration by itself, and never without the hook.
+func TestThroughEntry(t *testing.T) {
+	hupInt := maskOf(unix.SIGHUP, unix.SIGINT)
+	for _, tc := range []struct {
+		name             string
+		known            bool
+		ignored, blocked sigmask
+		kept, forkMask   sigmask
+		want             bool
+	}{
+		{"nothing set", true, 0, 0, 0, 0, false},
+		{"no hook", false, maskOf(unix.SIGTERM), 0, 0, 0, false},
+		{"nohup: SIGHUP, left ignored", true, maskOf(unix.SIGHUP), 0, maskOf(unix.SIGHUP), 0, false},
+		{"cmd &: SIGINT left ignored, SIGQUIT caught", true, maskOf(unix.SIGINT, unix.SIGQUIT), 0, maskOf(unix.SIGINT), 0, true},
+		{"SIGSEGV ignored", true, maskOf(unix.SIGSEGV), 0, 0, 0, true},
+		{"blocked, kept by the thread", true, hupInt, maskOf(unix.SIGUSR2), hupInt, maskOf(unix.SIGUSR2), false},
+		{"blocked, unblocked by the runtime", true, 0, maskOf(unix.SIGTERM, unix.SIGUSR2), 0, maskOf(unix.SIGUSR2), true},
+	} {
+		c := callerConf{known: tc.known, ignored: tc.ignored, blocked: tc.blocked}
+		if got := throughEntry(c, tc.kept, tc.forkMask); got != tc.want {
+			t.Errorf("%s: throughEntry = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if m := maskOf(unix.SIGHUP, 64); !m.has(unix.SIGHUP) || !m.has(64) || m.has(unix.SIGINT) || m.has(0) || m.has(65) || m != 1|1<<63 {
+		t.Errorf("maskOf(SIGHUP, 64) = %#x", uint64(m))
+	}
+	if got := maskOf(unix.SIGHUP, 40).String(); got != "SIGHUP signal 40" {
+		t.Errorf("String() = %q", got)
+	}
+}
+
 // TestDescendants finds a real process tree, including a process whose
 // name holds ") " (parsed after the last parenthesis of /proc/PID/stat).
 func TestDescendants(t *testing.T) {

@@ -37,6 +37,11 @@ type Signals struct {
 	// rawFD is the pipe the handler of rawsig.go writes them to, read
 	// from once the child runs (-1: none).
 	rawFD int
+	// caller is the signal configuration caw-init was started with, and
+	// kept the signals it ignored that caw-init leaves ignored; both
+	// known only with the entry hook (caller.go).
+	caller callerConf
+	kept   sigmask
 }
 
 // early are the signals registered before Capture returns: the ones Go
@@ -70,35 +75,47 @@ const (
 )
 
 // A signal the caller left ignored is not caught, so it stays ignored for
-// caw-init and, through fork and exec, for the command. Only these are
-// checked: the Go runtime leaves them as the caller set them until something
-// registers them (it does so for SIGCONT, 32 and 34 too, which nobody
-// ignores in practice: one syscall each at start-up saved). Every other
-// signal the runtime takes over before main runs, ignored or not.
+// caw-init and, through fork and exec, for the command: SIGHUP (nohup),
+// SIGINT (a shell's `cmd &`) and the job-control signals, the ones the Go
+// runtime leaves as the caller set them until something registers them.
+// Every other signal the runtime takes over before main runs, ignored or
+// not; caw-init catches and forwards it, and the command gets it ignored
+// through the entry hook (caller.go).
 var (
-	// keptEarly, SIGHUP (nohup) and SIGINT (a shell's `cmd &`), the
-	// runtime reports itself: no syscall.
+	// keptEarly are checked before the early registrations. Without the
+	// entry hook the runtime reports them itself: no syscall.
 	keptEarly = []syscall.Signal{unix.SIGHUP, unix.SIGINT}
-	// keptRest, the job-control signals, are checked alongside start-up,
-	// before rest is registered.
+	// keptRest, the job-control signals, are checked before rest is
+	// registered. Without the entry hook, that takes a syscall each, made
+	// alongside start-up.
 	keptRest = []syscall.Signal{unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU}
 )
 
 // Capture starts capturing signals. Call it first thing in main.
 func Capture() *Signals {
-	s := &Signals{chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 128)}
+	s := &Signals{chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 128), caller: callerSignals()}
 	var kept []syscall.Signal
 	for _, sig := range keptEarly {
-		if signal.Ignored(sig) {
+		if (s.caller.known && s.caller.ignored.has(sig)) || (!s.caller.known && signal.Ignored(sig)) {
 			kept = append(kept, sig)
 		}
+	}
+	if s.caller.known {
+		for _, sig := range keptRest {
+			if s.caller.ignored.has(sig) {
+				kept = append(kept, sig)
+			}
+		}
+		s.kept = maskOf(kept...)
 	}
 	signal.Notify(s.fwd, without(early, kept)...)
 	s.rawFD, s.rawErr = catchRaw(rawSignals)
 	go func() {
-		for _, sig := range keptRest {
-			if ignored(sig) {
-				kept = append(kept, sig)
+		if !s.caller.known {
+			for _, sig := range keptRest {
+				if ignored(sig) {
+					kept = append(kept, sig)
+				}
 			}
 		}
 		signal.Notify(s.fwd, without(rest(), kept)...)

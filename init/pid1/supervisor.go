@@ -101,14 +101,7 @@ func Start(cfg Config, sigs *Signals) (*Supervisor, error) {
 	if err := closeInheritedFDs(); err != nil {
 		cfg.Logf(0, "cannot mark inherited descriptors close-on-exec (%v): the command may inherit them", err)
 	}
-	// syscall.ForkExec rather than exec.Cmd: nothing else may wait for the
-	// child, and os.StartProcess's Process bookkeeping and pidfd probing
-	// cost start-up time; the one pidfd needed is opened below. The same
-	// stdio descriptors, not copies: no goroutine sits between the child
-	// and its terminal.
-	pid, err := syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{
-		Env: cfg.Env, Files: []uintptr{0, 1, 2}, Sys: attr,
-	})
+	pid, err := spawn(path, cfg, attr, sigs)
 	if err != nil {
 		return nil, startError(cfg.Argv[0], err)
 	}
@@ -128,6 +121,37 @@ func Start(cfg Config, sigs *Signals) (*Supervisor, error) {
 		cfg.Logf(0, "signals 32, 34 and SIGPROF are not forwarded: %v", sigs.rawErr)
 	}
 	return s, nil
+}
+
+// spawn starts the command with the caller's signal configuration: through
+// the trampoline when the child would not inherit it (caller.go), else
+// directly.
+//
+// syscall.ForkExec rather than exec.Cmd: nothing else may wait for the
+// child, and os.StartProcess's Process bookkeeping and pidfd probing cost
+// start-up time; the one pidfd needed is opened afterwards. The same stdio
+// descriptors, not copies: no goroutine sits between the child and its
+// terminal.
+func spawn(path string, cfg Config, attr *syscall.SysProcAttr, sigs *Signals) (int, error) {
+	c := sigs.caller
+	if !c.known {
+		if entryLinkable {
+			cfg.Logf(1, "started without the entry hook (built without -ldflags=-E=...pid1.rt0): the command gets the caller's ignored signals and mask only as far as the Go runtime left them")
+		}
+	} else if mask, err := threadMask(); err != nil || throughEntry(c, sigs.kept, mask) {
+		pid, err := spawnThroughEntry(path, cfg.Argv, cfg.Env, attr, c)
+		var ee *execError
+		if err == nil || errors.As(err, &ee) {
+			if err == nil {
+				cfg.Logf(2, "started through the entry hook: ignored %v; blocked %v", c.ignored, c.blocked)
+			}
+			return pid, err
+		}
+		cfg.Logf(0, "cannot start the command through caw-init's entry hook (%v): it does not get the caller's signal configuration exactly (ignored %v; blocked %v)", err, c.ignored, c.blocked)
+	}
+	return syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{
+		Env: cfg.Env, Files: []uintptr{0, 1, 2}, Sys: attr,
+	})
 }
 
 // controllingTTY reports whether fd is a terminal and the controlling

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/caw-dev/caw/internal/initbuild"
 )
 
 // missing fails (or, with CAW_TEST_ALLOW_SKIP=1, skips) the test.
@@ -81,7 +83,8 @@ var buildMu sync.Mutex
 
 // Build compiles the main package pkg (an import path such as
 // github.com/caw-dev/caw/cmd/caw-init) as a static binary, once per test
-// binary and source tree, and returns its path.
+// binary and source tree, and returns its path. caw-init is linked as a
+// release is (internal/initbuild).
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
 	buildMu.Lock()
@@ -97,7 +100,11 @@ func Build(t testing.TB, pkg string) string {
 		t.Fatal(err)
 	}
 	tmp := out + ".tmp." + strconv.Itoa(os.Getpid()) + "." + strings.ReplaceAll(t.Name(), "/", "_")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, pkg)
+	ldflags := "-s -w"
+	if pkg == "github.com/caw-dev/caw/cmd/caw-init" {
+		ldflags = initbuild.LDFlags
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+ldflags, "-o", tmp, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
