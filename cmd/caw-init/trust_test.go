@@ -305,3 +305,68 @@ func TestMkdirExchangeRace(t *testing.T) {
 		must(t, unix.Stat(victim, &vst))
 	}
 }
+
+// TestSpareTampered: the empty temp file the guard keeps beside a synced
+// home credential for its next write (a spare) is the user's, so the user
+// may replace it with a symlink, hard-link it elsewhere or write into it.
+// None of that reaches the next write: the host's refresh lands in the home
+// copy as a regular file holding exactly the new document, the symlink's
+// target and the hard link's name are left as they were, and no spare is
+// left behind when caw-init exits.
+func TestSpareTampered(t *testing.T) {
+	for _, tc := range []struct{ name, tamper string }{
+		{"symlink", `rm -f "$s" && ln -s /work/victim "$s"`},
+		{"hardlink", `ln "$s" stolen`},
+		{"written", `printf junk-in-the-spare >> "$s"`},
+		{"swapped", `rm -f "$s" && printf '{"planted":1}' > "$s"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, mounts := syncRoot(t)
+			hostFile := filepath.Join(root, "hostfs/cred.json")
+			must(t, os.WriteFile(hostFile, claudeCred(1, 0), 0o600))
+			victim := filepath.Join(root, "work/victim")
+			must(t, os.WriteFile(victim, []byte("victim"), 0o666))
+			p := start(t, launch{root: root, mounts: mounts, args: []string{"--", "sh", "-c",
+				`cd $HOME/.claude && i=0; while [ -z "$(ls -a | grep caw-tmp)" ] && [ $i -lt 200 ]; do sleep 0.02; i=$((i+1)); done
+				s=$(ls -a | grep caw-tmp); [ -n "$s" ] || { echo no spare; exit 3; }
+				` + tc.tamper + ` && echo tampered && read l && ls -a`}})
+			p.expect("tampered")
+			fresh := claudeCred(5, 0)
+			must(t, os.WriteFile(hostFile, fresh, 0o600))
+			homeFile := filepath.Join(root, "home/playground/.claude/.credentials.json")
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				var st unix.Stat_t
+				data, _ := os.ReadFile(homeFile)
+				if unix.Lstat(homeFile, &st) == nil && string(data) == string(fresh) {
+					if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+						t.Fatalf("home copy: mode %o, %d links; want a regular file with one link", st.Mode, st.Nlink)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the host refresh did not reach the home copy: it holds %.80q; stderr:\n%s", data, p.stderr)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if data, _ := os.ReadFile(victim); string(data) != "victim" {
+				t.Errorf("the symlink's target now holds %.80q", data)
+			}
+			if data, err := os.ReadFile(filepath.Join(root, "home/playground/.claude/stolen")); err == nil && len(data) != 0 {
+				t.Errorf("the hard link to the spare holds %.80q, want it empty", data)
+			}
+			fmt.Fprintln(p.stdinW, "go")
+			if code := p.wait(); code != 0 {
+				t.Fatalf("exit %d; stderr:\n%s", code, p.stderr)
+			}
+			names, _ := os.ReadDir(filepath.Join(root, "home/playground/.claude"))
+			for _, n := range names {
+				if strings.Contains(n.Name(), "caw-tmp") {
+					if fi, err := n.Info(); err == nil && fi.Mode().IsRegular() && tc.name != "swapped" {
+						t.Errorf("left behind after exit: %s", n.Name())
+					}
+				}
+			}
+		})
+	}
+}

@@ -271,10 +271,22 @@ func CreateTemp(dirfd int, base string) (*TempFile, error) {
 	return nil, errors.New("cannot create a temp file")
 }
 
+// FD is the temp file's descriptor (-1 once filled or closed).
+func (t *TempFile) FD() int { return t.fd }
+
+// Close closes the descriptor of a temp file that will not be filled; the
+// file itself stays.
+func (t *TempFile) Close() {
+	if t.fd >= 0 {
+		unix.Close(t.fd)
+		t.fd = -1
+	}
+}
+
 // Fill gives the temp file its owner and mode (on the descriptor), writes
 // data, optionally fsyncs, and closes it.
 func (t *TempFile) Fill(data []byte, uid, gid int, perm fs.FileMode, sync bool) error {
-	defer unix.Close(t.fd)
+	defer t.Close()
 	if uid >= 0 || gid >= 0 {
 		if err := unix.Fchown(t.fd, uid, gid); err != nil {
 			return fmt.Errorf("chown: %w", err)

@@ -256,3 +256,50 @@ func TestAs(t *testing.T) {
 		t.Errorf("groups %v after As, were %v", now, groups)
 	}
 }
+
+// TestInPlaceSteps: after BeginInPlace the file holds the whole new document
+// (padded to the old length); Ours tells a file nobody wrote since from one
+// another writer changed, so Trim and Undo never touch another writer's
+// document; Trim cuts the padding; Undo brings the old one back.
+func TestInPlaceSteps(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "cred.json")
+	old := []byte(`{"token":"old-and-longer"}`)
+	short := []byte(`{"token":"new"}`)
+	must(t, os.WriteFile(p, old, 0o600))
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	must(t, err)
+	defer f.Close()
+	fd := int(f.Fd())
+
+	w, err := BeginInPlace(fd, old, short)
+	must(t, err)
+	got, _ := os.ReadFile(p)
+	if want := string(short) + strings.Repeat(" ", len(old)-len(short)); string(got) != want {
+		t.Fatalf("after BeginInPlace: %q, want %q", got, want)
+	}
+	if !w.Padded() || !w.Ours() {
+		t.Fatalf("Padded %v Ours %v, want both", w.Padded(), w.Ours())
+	}
+	must(t, w.Sync())
+	must(t, w.Trim())
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, short) {
+		t.Errorf("after Trim: %q, want %q", got, short)
+	}
+
+	// Another writer between the steps: not ours any more.
+	w, err = BeginInPlace(fd, short, old)
+	must(t, err)
+	if w.Padded() {
+		t.Errorf("a longer document is not padded")
+	}
+	must(t, os.WriteFile(p, []byte(`{"token":"host"}`), 0o600))
+	if w.Ours() {
+		t.Errorf("Ours after another writer rewrote the file")
+	}
+	w, err = BeginInPlace(fd, []byte(`{"token":"host"}`), short)
+	must(t, err)
+	w.Undo()
+	if got, _ := os.ReadFile(p); string(got) != `{"token":"host"}` {
+		t.Errorf("after Undo: %q, want the old document", got)
+	}
+}

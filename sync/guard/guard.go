@@ -229,6 +229,7 @@ func (g *Guard) setup(e manifest.Entry) (*cred, string) {
 		return nil, NotSyncedHome
 	}
 	g.home.removeStaleTemps(e.ContainerTarget)
+	g.home.keepSpares(e.ContainerTarget)
 	// Watch before the first read, so no change between the two is missed.
 	hp, name := c.host.watch()
 	mask := uint32(fileMask)

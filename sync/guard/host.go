@@ -168,20 +168,62 @@ func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) err
 	// pwrite, and be overwritten. A write lease closes that window: it is
 	// granted only while nobody else has the file open, and any open during
 	// it waits (before truncating) until it is released, after the write.
-	if release := leaseFD(fd, int(st.Uid)); release != nil {
-		defer release()
+	release := leaseFD(fd, int(st.Uid))
+	if release == nil {
+		// No lease (the file stays busy, or the filesystem has none): the
+		// whole write at once, as short as it can be.
+		return b.writeLocked(fd, st.Size, data, still)
 	}
 	cur, err := safefs.ReadFD(fd, st.Size, maxCredSize)
 	if !still(cur, err) {
+		release()
 		return errChanged
 	}
-	if err := safefs.WriteInPlace(fd, cur, data); err != nil {
-		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("%w: %w", errReadOnly, err)
-		}
-		return fmt.Errorf("write %s: %w", b.label, err)
+	w, err := safefs.BeginInPlace(fd, cur, data)
+	release()
+	if err != nil {
+		return b.writeErr(err)
 	}
-	return nil
+	// The whole new document is in the file: readers may open it now. The
+	// fdatasync (hundreds of microseconds on a busy disk) runs without
+	// holding them off; an error there or the padding's cut takes the lease
+	// again and acts only if the file still holds this write.
+	err = w.Sync()
+	if err == nil && !w.Padded() {
+		return nil
+	}
+	if release = leaseFD(fd, int(st.Uid)); release == nil {
+		return b.writeErr(err) // the padded document stays: valid JSON
+	}
+	defer release()
+	if !w.Ours() {
+		return b.writeErr(err)
+	}
+	if err != nil {
+		w.Undo()
+		return b.writeErr(err)
+	}
+	return b.writeErr(w.Trim())
+}
+
+// writeLocked is writeInPlace without a lease: read, check, write, sync and
+// trim in a row.
+func (b *bindFile) writeLocked(fd int, size int64, data []byte, still func([]byte, error) bool) error {
+	cur, err := safefs.ReadFD(fd, size, maxCredSize)
+	if !still(cur, err) {
+		return errChanged
+	}
+	return b.writeErr(safefs.WriteInPlace(fd, cur, data))
+}
+
+func (b *bindFile) writeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w: %w", errReadOnly, err)
+	}
+	return fmt.Errorf("write %s: %w", b.label, err)
 }
 
 // leaseFD takes a write lease on fd (see fcntl(2)), retrying for up to a
