@@ -12,6 +12,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
+	"github.com/caw-dev/caw/internal/initbuild"
 	"io"
 	"os"
 	"path/filepath"
@@ -126,7 +127,7 @@ func checkStaticInit(p string) error {
 	defer f.Close()
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
-			return withFix(fmt.Errorf("caw-init %s is dynamically linked, so it cannot run in other images", p), "From", "build it with CGO_ENABLED=0, or run caw install-init and use %s "+DefaultInitVolume)
+			return withFix(fmt.Errorf("caw-init %s is dynamically linked, so it cannot run in other images", p), "From", "build it with CGO_ENABLED=0 go build -ldflags='"+initbuild.LDFlags+"' ./cmd/caw-init (make does), or run caw install-init and use %s "+DefaultInitVolume)
 		}
 	}
 	return nil
