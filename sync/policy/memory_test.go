@@ -37,6 +37,23 @@ func (d *duo) content(s Side) Content {
 	return Read(d.m.Format, d.data[s], d.now)
 }
 
+// startedWith is a duo of format whose sides both held data at start-up.
+func startedWith(t *testing.T, format string, data []byte) *duo {
+	d := newDuo(t)
+	d.m.Format = format
+	d.data = [2][]byte{data, data}
+	d.expect(0, OnStart, "settled")
+	return d
+}
+
+// homeRefreshes: the home takes data, 2 s later, which reaches the host.
+func (d *duo) homeRefreshes(data []byte) {
+	d.t.Helper()
+	d.data[Home] = data
+	d.expect(2*time.Second, OnEvent, "write host")
+	d.holds(Host, data)
+}
+
 // step lets time pass, then takes one decision for cause c and carries it
 // out as the guard and the bridge do.
 func (d *duo) step(pass time.Duration, c Cause) Action {
@@ -90,13 +107,10 @@ func TestMemoryStartUpMakesTheHomeStale(t *testing.T) {
 // A host login wins over a fresher-claiming home, which cannot put its own
 // token back; going back to it spends the write-back budget.
 func TestMemoryHostLoginWins(t *testing.T) {
-	d := newDuo(t)
 	a := claude("a", time.Hour)
-	d.data = [2][]byte{a, a}
-	d.expect(0, OnStart, "settled")
+	d := startedWith(t, "claude", a)
 	ctr := claude("container", 7*time.Hour)
-	d.data[Home] = ctr
-	d.expect(2*time.Second, OnEvent, "write host")
+	d.homeRefreshes(ctr)
 	login := claude("login", 2*time.Hour)
 	d.data[Host] = login
 	if a := d.expect(2*time.Second, OnEvent, "write home"); !a.Login {
@@ -121,13 +135,10 @@ func TestMemoryHostLoginWins(t *testing.T) {
 // A new host token right after the caller's own host write is a refresh
 // racing the home's: freshness decides, not the login rule.
 func TestMemoryRacedRefreshIsNoLogin(t *testing.T) {
-	d := newDuo(t)
 	a := claude("a", time.Hour)
-	d.data = [2][]byte{a, a}
-	d.expect(0, OnStart, "settled")
+	d := startedWith(t, "claude", a)
 	ctr := claude("container", 7*time.Hour)
-	d.data[Home] = ctr
-	d.expect(2*time.Second, OnEvent, "write host")
+	d.homeRefreshes(ctr)
 	d.data[Host] = claude("raced", 2*time.Hour)
 	if a := d.expect(RaceWindow/2, OnEvent, "write host"); a.Login || !a.WriteBack {
 		t.Fatalf("a raced refresh: %+v", a)
@@ -138,21 +149,16 @@ func TestMemoryRacedRefreshIsNoLogin(t *testing.T) {
 // What the home claims is read from its content: a far-future expiry or
 // another account never reaches the host.
 func TestMemoryClaimsComeFromTheContent(t *testing.T) {
-	d := newDuo(t)
 	a := claude("a", time.Hour)
-	d.data = [2][]byte{a, a}
-	d.expect(0, OnStart, "settled")
+	d := startedWith(t, "claude", a)
 	d.data[Home] = []byte(`{"claudeAiOauth":{"accessToken":"evil","refreshToken":"evil","expiresAt":9999999999999}}`)
 	if a := d.expect(2*time.Second, OnEvent, "leave"); a.Refused != RefusedImplausible {
 		t.Fatalf("refused %q", a.Refused)
 	}
 	d.holds(Host, a)
 
-	d = newDuo(t)
-	d.m.Format = "codex"
 	mine, theirs := codex("me", 1), codex("attacker", 5)
-	d.data = [2][]byte{mine, mine}
-	d.expect(0, OnStart, "settled")
+	d = startedWith(t, "codex", mine)
 	d.data[Home] = theirs
 	if a := d.expect(2*time.Second, OnEvent, "leave"); a.Refused != RefusedAccount {
 		t.Fatalf("refused %q", a.Refused)
@@ -170,10 +176,8 @@ func codex(acct string, h int) []byte {
 // Host writes from the home go at the rate limit; the flush is not held
 // back and does not count.
 func TestMemoryRateLimit(t *testing.T) {
-	d := newDuo(t)
 	a := claude("a", time.Hour)
-	d.data = [2][]byte{a, a}
-	d.expect(0, OnStart, "settled")
+	d := startedWith(t, "claude", a)
 	for i := range DefaultLimits.Burst {
 		d.data[Home] = claude(fmt.Sprint(i), time.Hour+time.Duration(i+1)*time.Minute)
 		d.expect(10*time.Millisecond, OnEvent, "write host")
@@ -191,10 +195,8 @@ func TestMemoryRateLimit(t *testing.T) {
 }
 
 func TestMemoryInert(t *testing.T) {
-	d := newDuo(t)
 	a := claude("a", time.Hour)
-	d.data = [2][]byte{a, a}
-	d.expect(0, OnStart, "settled")
+	d := startedWith(t, "claude", a)
 	torn := Read("claude", a[:10], t0)
 	stub := Read("claude", []byte(`{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":0}}`), t0)
 	if !d.m.Inert(Home, Read("claude", a, t0)) {
