@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# mutate.sh: a mutation run over the sync decision and its write paths.
+# mutate.sh: a mutation run over the sync decision (sync/policy), the write
+# paths of its two callers (the guard and the Keychain bridge) and the agents
+# table.
 # Each mutant is a single-point change a reviewer would call meaningful; it
 # is applied to the file, the package tests run, and the file is restored.
 # A mutant is killed when the tests fail. Needs root (the guard's namespace
@@ -38,6 +40,10 @@ sync/policy/memory.go ||| rate limit never advances ||| m.HostDue = nextHostDue(
 sync/policy/memory.go ||| merges dropped ||| data := agents.Merge(m.Format, src.Data, cur.Data) ||| data := src.Data
 sync/guard/cred.go ||| dead host inode not reported ||| c.hostAt.dead = true\n\t\tc.reportDead()\n\tcase errors.Is(err, errReadOnly) ||| c.hostAt.dead = true\n\tcase errors.Is(err, errReadOnly)
 sync/guard/cred.go ||| held-back write never delivered ||| c.sync(anySide, policy.OnLimit) ||| _ = policy.OnLimit
+host/bridge/bridge.go ||| bridge: a start deferred by a locked keychain pushes the mirror ||| c, p.started = policy.OnStart, true ||| p.started = true
+host/bridge/bridge.go ||| bridge: no flush at stop ||| p.sync(nil, policy.OnFlush) ||| p.sync(nil, policy.OnEvent)
+host/bridge/bridge.go ||| bridge: no Keychain re-read before its write ||| if now.Sum != cur.Sum {\n\t\t\treturn true ||| if now.Sum != cur.Sum && false {\n\t\t\treturn true
+host/bridge/bridge.go ||| bridge: every look restarts the settle wait ||| if in.Side[a.Dst].Changed || p.settle == nil { ||| if true {
 agents/formats.go ||| codex: one token is a logout ||| if access == "" && refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT ||| if access == "" || refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT
 agents/merge.go ||| merge: a duplicate key's first value wins ||| out[i].raw = raw ||| _ = i
 agents/claims.go ||| lifetime margin ignored ||| return now.Add(lifetime + claimMargin) ||| return now.Add(100 * lifetime + claimMargin)
