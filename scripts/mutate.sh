@@ -42,6 +42,7 @@ sync/guard/cred.go ||| dead host inode not reported ||| c.hostAt.dead = true\n\t
 sync/guard/cred.go ||| held-back write never delivered ||| c.sync(anySide, policy.OnLimit) ||| _ = policy.OnLimit
 host/bridge/bridge.go ||| bridge: a start deferred by a locked keychain pushes the mirror ||| c, p.started = policy.OnStart, true ||| p.started = true
 host/bridge/bridge.go ||| bridge: no flush at stop ||| p.sync(nil, policy.OnFlush) ||| p.sync(nil, policy.OnEvent)
+host/bridge/bridge.go ||| bridge: held-back write never delivered ||| p.arm(&p.limit, a.At.Sub(now), policy.OnLimit) ||| _ = a.At
 host/bridge/bridge.go ||| bridge: no Keychain re-read before its write ||| if now.Sum != cur.Sum {\n\t\t\treturn true ||| if now.Sum != cur.Sum && false {\n\t\t\treturn true
 host/bridge/bridge.go ||| bridge: every look restarts the settle wait ||| if in.Side[a.Dst].Changed || p.settle == nil { ||| if true {
 agents/formats.go ||| codex: one token is a logout ||| if access == "" && refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT ||| if access == "" || refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT
