@@ -108,19 +108,18 @@ func (m *mirrorer) locate(a agents.Agent, env agents.Env, credPath string) (mirr
 		return "", item, false
 	}
 	mirror = filepath.Join(dir, filepath.Base(credPath))
-	// A mirror fresher than the Keychain holds a container's refresh that
-	// no bridge has carried yet: keep it, caw bridge carries it.
+	// The Keychain is the source of truth here, as it is when caw bridge
+	// starts (sync/policy: no push at start-up): a mirror claiming a
+	// fresher login may hold a container's refresh no bridge carried, or
+	// a token a container made up; either way it is replaced.
 	if old, err := bridge.ReadMirror(mirror); err == nil {
 		if agents.Compare(agents.Classify(a.Format, old, m.now), st) > 0 {
-			m.warn("%s: the mirror %s holds a fresher login than the Keychain; kept (caw bridge writes it to the Keychain)", a.Name, mirror)
-			data = nil
+			m.warn("%s: the mirror %s claims a fresher login than the Keychain; replaced by the Keychain's, the source of truth (a refresh made in a container while no bridge ran is lost: log in again if the Keychain's login stops refreshing)", a.Name, mirror)
 		}
 	}
-	if data != nil {
-		if err := bridge.WriteMirror(mirror, data, nil); err != nil {
-			m.warn("%s: cannot write the Keychain mirror: %v", a.Name, err)
-			return "", item, false
-		}
+	if err := bridge.WriteMirror(mirror, data, nil); err != nil {
+		m.warn("%s: cannot write the Keychain mirror: %v", a.Name, err)
+		return "", item, false
 	}
 	m.pairs = append(m.pairs, bridge.Pair{Agent: a.Name, Format: a.Format, Item: item, Mirror: mirror})
 	return mirror, item, true

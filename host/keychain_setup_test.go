@@ -125,19 +125,19 @@ func TestSetupKeychainClaudeConfigDir(t *testing.T) {
 	}
 }
 
-// A mirror fresher than the Keychain holds a container's refresh no bridge
-// has carried yet: setup keeps it.
-func TestSetupKeepsFresherMirror(t *testing.T) {
+// The Keychain is the source of truth, as when the bridge starts: a mirror
+// claiming a fresher login is replaced, and said.
+func TestSetupReplacesFresherMirror(t *testing.T) {
 	home, f := macHome(t)
 	setup(t, home, withKeychain(f))
 	mirror := filepath.Join(home, ".caw/keychain/claude/.credentials.json")
-	fresher := claudeCred(now.Add(9 * time.Hour))
-	writeFile(t, mirror, fresher)
+	kc, _ := os.ReadFile(mirror)
+	writeFile(t, mirror, claudeCred(now.Add(9*time.Hour)))
 	res, _ := setup(t, home, withKeychain(f))
-	if data, _ := os.ReadFile(mirror); string(data) != fresher {
-		t.Fatalf("setup overwrote the fresher mirror with %q", data)
+	if data, _ := os.ReadFile(mirror); string(data) != string(kc) {
+		t.Fatalf("setup kept the mirror's %q, want the Keychain's %q", data, kc)
 	}
-	if !hasWarning(res.Warnings, "holds a fresher login than the Keychain") {
+	if !hasWarning(res.Warnings, "claims a fresher login than the Keychain") {
 		t.Errorf("warnings %q", res.Warnings)
 	}
 }

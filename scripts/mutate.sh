@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# mutate.sh: a mutation run over the sync decision and its write paths.
+# mutate.sh: a mutation run over the sync decision (sync/policy), the write
+# paths of its two callers (the guard and the Keychain bridge) and the agents
+# table.
 # Each mutant is a single-point change a reviewer would call meaningful; it
 # is applied to the file, the package tests run, and the file is restored.
 # A mutant is killed when the tests fail. Needs root (the guard's namespace
@@ -11,33 +13,38 @@ set -u
 cd "$(dirname "$0")/.."
 only=${1:-.}
 mutants=$(cat <<'LIST'
-sync/guard/policy.go ||| most recent change wins, reversed ||| case h.Changed:\n\t\t\tcmp = 1 ||| case h.Changed:\n\t\t\tcmp = -1
-sync/guard/policy.go ||| fresher side wins, reversed ||| if cmp > 0 {\n\t\treturn host, true ||| if cmp < 0 {\n\t\treturn host, true
-sync/guard/policy.go ||| flush's last-chance update dropped ||| case in.Cause == onFlush:\n\t\t// dst holds ||| case in.Cause == onFlush && false:\n\t\t// dst holds
-sync/guard/policy.go ||| torn side written at once ||| if in.Cause != onFlush {\n\t\t\ta.say(2, "", "the %s side is %s; waiting ||| if false {\n\t\t\ta.say(2, "", "the %s side is %s; waiting
-sync/guard/policy.go ||| logout overwritten when both changed ||| if cur.Changed {\n\t\ta.Unowe, a.Dst = true, dst ||| if cur.Changed && !srcChanged {\n\t\ta.Unowe, a.Dst = true, dst
-sync/guard/policy.go ||| host login never wins ||| in.Now.Sub(in.HostWrittenAt) >= raceWindow ||| in.Now.Sub(in.HostWrittenAt) < 0
-sync/guard/policy.go ||| raced refresh taken for a login ||| in.Now.Sub(in.HostWrittenAt) >= raceWindow ||| in.Now.Sub(in.HostWrittenAt) >= 0
-sync/guard/policy.go ||| implausible expiry accepted ||| if why := h.Claims.Implausible; why != "" ||| if why := h.Claims.Implausible; why == "-"
-sync/guard/policy.go ||| another account accepted ||| if !agents.SameAccount(h.Claims, H.Claims) ||| if false
-sync/guard/policy.go ||| stale content pushed ||| if h.Stale { ||| if false {
-sync/guard/policy.go ||| start-up pushes a fresher home ||| if H.St.State.Usable() {\n\t\t\treturn deliver(a, in, home, false) ||| if H.St.State.Usable() {\n\t\t\treturn deliver(a, in, host, false)
-sync/guard/policy.go ||| write-back budget never spent ||| if n > maxWriteBacks { ||| if n > maxWriteBacks+100 {
-sync/guard/policy.go ||| raced write-back not counted ||| if stop := budget(&a, in, dst); stop {\n\t\t\treturn a\n\t\t}\n\t\ta.say(2, "", "the %s side took ||| a.say(2, "", "the %s side took
-sync/guard/policy.go ||| rate limit off ||| if at := hostDueAt(in); at.After(in.Now) ||| if at := hostDueAt(in); false && at.After(in.Now)
-sync/guard/policy.go ||| flush rate-limited ||| if dst == host && in.Cause != onFlush { ||| if dst == host {
-sync/guard/policy.go ||| stub never repaired ||| if cur.Changed && in.RepairStubs && ||| if false && in.RepairStubs &&
-sync/guard/policy.go ||| deleted file repaired (logout undone) ||| cur.St.State == agents.LoggedOut && ||| cur.St.State != agents.Valid &&
-sync/guard/policy.go ||| stub repaired over the side's own token ||| (cur.PrevMine && cur.PrevSum == src.Sum) ||| (cur.PrevSum == src.Sum)
+sync/policy/policy.go ||| most recent change wins, reversed ||| case h.Changed:\n\t\t\tcmp = 1 ||| case h.Changed:\n\t\t\tcmp = -1
+sync/policy/policy.go ||| fresher side wins, reversed ||| if cmp > 0 {\n\t\treturn Host, true ||| if cmp < 0 {\n\t\treturn Host, true
+sync/policy/policy.go ||| flush's last-chance update dropped ||| case in.Cause == OnFlush:\n\t\t// dst holds ||| case in.Cause == OnFlush && false:\n\t\t// dst holds
+sync/policy/policy.go ||| torn side written at once ||| if in.Cause != OnFlush {\n\t\t\ta.say(2, "", "the %s side is %s; waiting ||| if false {\n\t\t\ta.say(2, "", "the %s side is %s; waiting
+sync/policy/policy.go ||| logout overwritten when both changed ||| if cur.Changed {\n\t\ta.Unowe, a.Dst = true, dst ||| if cur.Changed && !srcChanged {\n\t\ta.Unowe, a.Dst = true, dst
+sync/policy/policy.go ||| host login never wins ||| in.Now.Sub(in.HostWrittenAt) >= RaceWindow ||| in.Now.Sub(in.HostWrittenAt) < 0
+sync/policy/policy.go ||| raced refresh taken for a login ||| in.Now.Sub(in.HostWrittenAt) >= RaceWindow ||| in.Now.Sub(in.HostWrittenAt) >= 0
+sync/policy/policy.go ||| implausible expiry accepted ||| if why := h.Claims.Implausible; why != "" ||| if why := h.Claims.Implausible; why == "-"
+sync/policy/policy.go ||| another account accepted ||| if !agents.SameAccount(h.Claims, H.Claims) ||| if false
+sync/policy/policy.go ||| stale content pushed ||| if h.Stale { ||| if false {
+sync/policy/policy.go ||| start-up pushes a fresher home ||| if H.St.State.Usable() {\n\t\t\treturn deliver(a, in, Home, false) ||| if H.St.State.Usable() {\n\t\t\treturn deliver(a, in, Host, false)
+sync/policy/policy.go ||| write-back budget never spent ||| if n > MaxWriteBacks { ||| if n > MaxWriteBacks+100 {
+sync/policy/policy.go ||| raced write-back not counted ||| if stop := budget(&a, in, dst); stop {\n\t\t\treturn a\n\t\t}\n\t\ta.say(2, "", "the %s side took ||| a.say(2, "", "the %s side took
+sync/policy/policy.go ||| rate limit off ||| if at := hostDueAt(in); at.After(in.Now) ||| if at := hostDueAt(in); false && at.After(in.Now)
+sync/policy/policy.go ||| flush rate-limited ||| if dst == Host && in.Cause != OnFlush { ||| if dst == Host {
+sync/policy/policy.go ||| stub never repaired ||| if cur.Changed && in.RepairStubs && ||| if false && in.RepairStubs &&
+sync/policy/policy.go ||| deleted file repaired (logout undone) ||| cur.St.State == agents.LoggedOut && ||| cur.St.State != agents.Valid &&
+sync/policy/policy.go ||| stub repaired over the side's own token ||| (cur.PrevMine && cur.PrevSum == src.Sum) ||| (cur.PrevSum == src.Sum)
 sync/guard/cred.go ||| swap ranking (beats) reversed ||| return ta > tb ||| return ta < tb
 sync/guard/cred.go ||| torn file ranked as a stub ||| case st.State == agents.Empty || st.State == agents.Invalid:\n\t\treturn tierTorn, st ||| case st.State == agents.Empty || st.State == agents.Invalid:\n\t\treturn tierStub, st
-sync/guard/cred.go ||| write-time re-check always true ||| return sha256.Sum256(trimJSON(now)) == cur.sum ||| return true
-sync/guard/cred.go ||| nothing ever stale ||| c.staleBefore = c.histN ||| _ = c.histN
-sync/guard/cred.go ||| write-backs not recorded ||| c.countWriteBack(a.Dst, now) ||| _ = now
-sync/guard/cred.go ||| rate limit never advances ||| c.hostAt.due = nextHostDue(c.g.limits(), c.hostAt.due, now) ||| _ = now
-sync/guard/cred.go ||| merges dropped ||| data := agents.Merge(c.format, src.data, cur.data) ||| data := src.data
+sync/guard/cred.go ||| write-time re-check always true ||| return policy.Sum(now) == cur.Sum ||| return true
+sync/policy/memory.go ||| nothing ever stale ||| m.staleBefore = m.histN ||| _ = m.histN
+sync/policy/memory.go ||| write-backs not recorded ||| m.countWriteBack(a.Dst, now) ||| _ = now
+sync/policy/memory.go ||| rate limit never advances ||| m.HostDue = nextHostDue(m.Limits, m.HostDue, now) ||| _ = now
+sync/policy/memory.go ||| merges dropped ||| data := agents.Merge(m.Format, src.Data, cur.Data) ||| data := src.Data
 sync/guard/cred.go ||| dead host inode not reported ||| c.hostAt.dead = true\n\t\tc.reportDead()\n\tcase errors.Is(err, errReadOnly) ||| c.hostAt.dead = true\n\tcase errors.Is(err, errReadOnly)
-sync/guard/cred.go ||| held-back write never delivered ||| c.sync(anySide, onLimit) ||| _ = onLimit
+sync/guard/cred.go ||| held-back write never delivered ||| c.sync(anySide, policy.OnLimit) ||| _ = policy.OnLimit
+host/bridge/bridge.go ||| bridge: a start deferred by a locked keychain pushes the mirror ||| c, p.started = policy.OnStart, true ||| p.started = true
+host/bridge/bridge.go ||| bridge: no flush at stop ||| p.sync(nil, policy.OnFlush) ||| p.sync(nil, policy.OnEvent)
+host/bridge/bridge.go ||| bridge: held-back write never delivered ||| p.arm(&p.limit, a.At.Sub(now), policy.OnLimit) ||| _ = a.At
+host/bridge/bridge.go ||| bridge: no Keychain re-read before its write ||| if now.Sum != cur.Sum {\n\t\t\treturn true ||| if now.Sum != cur.Sum && false {\n\t\t\treturn true
+host/bridge/bridge.go ||| bridge: every look restarts the settle wait ||| if in.Side[a.Dst].Changed || p.settle == nil { ||| if true {
 agents/formats.go ||| codex: one token is a logout ||| if access == "" && refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT ||| if access == "" || refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT
 agents/merge.go ||| merge: a duplicate key's first value wins ||| out[i].raw = raw ||| _ = i
 agents/claims.go ||| lifetime margin ignored ||| return now.Add(lifetime + claimMargin) ||| return now.Add(100 * lifetime + claimMargin)

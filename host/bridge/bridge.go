@@ -5,18 +5,24 @@
 // any host credential, and `caw bridge` runs Run.
 //
 // Run watches each mirror with fsnotify (kqueue on macOS, inotify on
-// Linux) and reads the Keychain every Interval; every difference is settled
-// by Decide, the guard's rule with the mirror in the home copy's place,
-// classifying content with agents.Classify and ordering it with
-// agents.Compare. A locked keychain (an SSH session) is waited for; a
-// denied access prompt stops the bridge from touching that item again
-// until it is restarted, so the user is not asked over and over.
+// Linux) and reads the Keychain every Interval. Every decision is
+// policy.Decide, the guard's own (package sync/policy), with the Keychain
+// in the host's place (the person's own store: a login there wins) and the
+// mirror in the home's (containers write it): only usable logins cross; a
+// new token in the Keychain replaces the mirror whatever the mirror claims;
+// the mirror's content reaches the Keychain only with a plausible expiry,
+// for the same account, and not if it was there before the Keychain's
+// latest login or the bridge's start (at start-up the Keychain is the
+// source of truth); Keychain writes are rate-limited and a side that keeps
+// going back to an old token is left alone; a torn mirror is waited for.
+// A locked keychain (an SSH session) is waited for; a denied access prompt
+// stops the bridge from touching that item again until it is restarted,
+// so the user is not asked over and over. This file is the I/O around the
+// decision: the reads, the writes, the timers and the log.
 package bridge
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -28,6 +34,7 @@ import (
 	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/host/keychain"
 	"github.com/caw-dev/caw/internal/logf"
+	"github.com/caw-dev/caw/sync/policy"
 )
 
 // DefaultInterval is how often the Keychain is read: a host refresh reaches
@@ -38,16 +45,15 @@ const DefaultInterval = 10 * time.Second
 // answer an access prompt.
 const keychainTimeout = 2 * time.Minute
 
-// settleDelay is how long a torn mirror must stay quiet before the bridge
-// writes over it anyway (its writer died mid-write).
-const settleDelay = 250 * time.Millisecond
-
-// Regression policy, as the guard's: a side that goes back to an older
-// token gets the fresher one back at most maxWriteBacks times a window.
+// The sides, as policy sees them: the Keychain is the person's own store,
+// as the host file is for the guard; the mirror is what containers write.
 const (
-	maxWriteBacks   = 3
-	writeBackWindow = time.Minute
+	Keychain = policy.Host
+	Mirror   = policy.Home
 )
+
+// names are the sides' names in the log.
+var names = [2]string{Keychain: "Keychain", Mirror: "mirror"}
 
 // Options configure Run.
 type Options struct {
@@ -64,12 +70,19 @@ type bridge struct {
 	o       Options
 	ctx     context.Context
 	pairs   []*pair
-	settleC chan int
+	fired   chan fired
 	w       *fsnotify.Watcher
 	watched map[string]bool // the mirrors' directories w watches
 }
 
-// Run syncs until ctx is done, then syncs once more and returns.
+// fired is a pair's timer (settle or limit) going off.
+type fired struct {
+	i     int
+	cause policy.Cause
+}
+
+// Run syncs until ctx is done, then takes a last decision (a flush) for
+// every pair and returns.
 func Run(ctx context.Context, o Options) error {
 	if o.Interval <= 0 {
 		o.Interval = DefaultInterval
@@ -80,9 +93,11 @@ func Run(ctx context.Context, o Options) error {
 	if len(o.Pairs) == 0 {
 		return errors.New("nothing to bridge: no credential of this setup is in the Keychain")
 	}
-	b := &bridge{o: o, ctx: ctx, settleC: make(chan int, len(o.Pairs)), watched: map[string]bool{}}
+	b := &bridge{o: o, ctx: ctx, fired: make(chan fired, 2*len(o.Pairs)), watched: map[string]bool{}}
 	for i, p := range o.Pairs {
-		b.pairs = append(b.pairs, &pair{Pair: p, b: b, i: i, said: map[string]bool{}})
+		a, _ := agents.Lookup(p.Agent)
+		b.pairs = append(b.pairs, &pair{Pair: p, b: b, i: i, said: map[string]bool{},
+			mem: policy.Memory{Format: p.Format, RepairStubs: a.StubOnRefusal, Limits: policy.DefaultLimits, Names: names}})
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -92,7 +107,7 @@ func Run(ctx context.Context, o Options) error {
 	b.w = w
 	b.watch()
 	for _, p := range b.pairs {
-		p.sync(nil, false)
+		p.sync(nil, policy.OnStart)
 	}
 	o.Logf(1, "bridging %d Keychain item(s); reading the Keychain every %s", len(b.pairs), o.Interval)
 	if o.Ready != nil {
@@ -118,20 +133,23 @@ func (b *bridge) watch() {
 	}
 }
 
-// loop handles mirror events, Keychain ticks and settle timers until ctx
-// is done.
+// loop handles mirror events, Keychain ticks and timers until ctx is done.
 func (b *bridge) loop() error {
 	tick := time.NewTicker(b.o.Interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-b.ctx.Done():
-			// One last look, with a fresh context: a change the events
-			// have not brought yet still gets across.
+			// The last decision, with a fresh context: a change the
+			// events have not brought yet still gets across, and what the
+			// rate limit held back is written now (at the next start the
+			// Keychain is the source of truth).
 			b.ctx = context.Background()
 			for _, p := range b.pairs {
-				p.onKeychainTick()
-				p.onMirror()
+				p.stopTimers()
+				if !p.denied {
+					p.sync(nil, policy.OnFlush)
+				}
 			}
 			return nil
 		case ev, ok := <-b.w.Events:
@@ -152,18 +170,22 @@ func (b *bridge) loop() error {
 			}
 			b.o.Logf(0, "watching the mirrors: %v; resyncing every pair", err)
 			for _, p := range b.pairs {
-				p.sync(nil, false)
+				p.sync(nil, policy.OnEvent)
 			}
 		case <-tick.C:
 			b.watch()
 			for _, p := range b.pairs {
 				p.onKeychainTick()
 			}
-		case i := <-b.settleC:
-			p := b.pairs[i]
-			p.settle = nil
-			if p.owed[Keychain] || p.owed[Mirror] {
-				p.sync(nil, true)
+		case f := <-b.fired:
+			p := b.pairs[f.i]
+			if f.cause == policy.OnSettle {
+				p.settle = nil
+			} else {
+				p.limit = nil
+			}
+			if p.mem.Owing() && !p.denied {
+				p.sync(nil, f.cause)
 			}
 		}
 	}
@@ -174,27 +196,18 @@ type pair struct {
 	Pair
 	b *bridge
 	i int
-	// seen is the content (trailing whitespace trimmed) each side held
-	// when the bridge last read or wrote it: content, never timestamps.
-	seen       [2][32]byte
-	owed       [2]bool
-	history    [16][32]byte
-	histN      int
-	writeBacks [2][]time.Time
-	leftAlone  [2]bool
-	said       map[string]bool
-	denied     bool
-	locked     bool
+	// mem is what the decisions remember of both sides.
+	mem    policy.Memory
+	said   map[string]bool
+	denied bool
+	locked bool
+	// started: the start-up decision is taken (a Keychain that could not
+	// be read at start defers it).
+	started bool
 	// retry: a decision could not be taken (the Keychain could not be
 	// read); the next look at either side takes it.
-	retry  bool
-	settle *time.Timer
-}
-
-type view struct {
-	data []byte
-	st   agents.Status
-	sum  [32]byte
+	retry         bool
+	settle, limit *time.Timer
 }
 
 func (p *pair) once(key string, level int, format string, args ...any) {
@@ -205,24 +218,24 @@ func (p *pair) once(key string, level int, format string, args ...any) {
 	p.b.o.Logf(level, format, args...)
 }
 
-func sum(data []byte) [32]byte { return sha256.Sum256(bytes.TrimRight(data, " \t\r\n")) }
-
-// stateSum stands for content that is not there or could not be read; it
-// never matches real content.
-func stateSum(s string) [32]byte { return sha256.Sum256([]byte("\x00" + s)) }
+// absent is content that is not there (Missing) or cannot be read
+// (Invalid, which a decision treats as torn).
+func absent(s agents.State) policy.Content {
+	return policy.Content{St: agents.Status{State: s}, Sum: policy.Unreadable(s)}
+}
 
 // readKeychain reads the item; ok is false when the Keychain cannot be
 // read now (locked, denied, failing), which decides nothing.
-func (p *pair) readKeychain() (view, bool) {
+func (p *pair) readKeychain() (policy.Content, bool) {
 	if p.denied {
-		return view{}, false
+		return policy.Content{}, false
 	}
 	ctx, cancel := context.WithTimeout(p.b.ctx, keychainTimeout)
 	defer cancel()
 	data, err := p.b.o.Store.Read(ctx, p.Item)
 	if err != nil && !errors.Is(err, keychain.ErrNotFound) {
 		p.keychainFailed(err, "read")
-		return view{}, false
+		return policy.Content{}, false
 	}
 	if p.locked {
 		p.locked = false
@@ -230,9 +243,9 @@ func (p *pair) readKeychain() (view, bool) {
 	}
 	delete(p.said, "keychain")
 	if err != nil {
-		return view{st: agents.Status{State: agents.Missing}, sum: stateSum("missing")}, true
+		return absent(agents.Missing), true
 	}
-	return view{data: data, st: agents.Classify(p.Format, data, time.Now()), sum: sum(data)}, true
+	return policy.Read(p.Format, data, time.Now()), true
 }
 
 func (p *pair) keychainFailed(err error, what string) {
@@ -252,17 +265,17 @@ func (p *pair) keychainFailed(err error, what string) {
 	}
 }
 
-func (p *pair) readMirror() view {
+func (p *pair) readMirror() policy.Content {
 	data, err := ReadMirror(p.Mirror)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return view{st: agents.Status{State: agents.Missing}, sum: stateSum("missing")}
+		return absent(agents.Missing)
 	case err != nil:
 		p.once("mirror "+err.Error(), 0, "%s: cannot read the mirror: %v", p.Agent, err)
-		return view{st: agents.Status{State: agents.Invalid}, sum: stateSum("unreadable")}
+		return absent(agents.Invalid)
 	}
 	delete(p.said, "mirror")
-	return view{data: data, st: agents.Classify(p.Format, data, time.Now()), sum: sum(data)}
+	return policy.Read(p.Format, data, time.Now())
 }
 
 // onMirror handles an event on the mirror. Most are the bridge's own
@@ -276,7 +289,7 @@ func (p *pair) onMirror() {
 	if p.quiet(Mirror, v) {
 		return
 	}
-	p.sync(map[Side]view{Mirror: v}, false)
+	p.sync(map[policy.Side]policy.Content{Mirror: v}, policy.OnEvent)
 }
 
 // onKeychainTick reads the Keychain; only a change there (or a side owed
@@ -286,168 +299,134 @@ func (p *pair) onKeychainTick() {
 	if !ok || p.quiet(Keychain, v) {
 		return
 	}
-	p.sync(map[Side]view{Keychain: v}, false)
+	p.sync(map[policy.Side]policy.Content{Keychain: v}, policy.OnEvent)
 }
 
-// quiet reports whether side s, just read as v, needs no decision: it did
-// not change, or changed to something unusable (mid-write, or its own
-// logout) while nothing is owed.
-func (p *pair) quiet(s Side, v view) bool {
-	if p.owed[Keychain] || p.owed[Mirror] || p.retry {
+// quiet reports whether side s, just read as v, needs no decision
+// (policy's Inert), as long as nothing is owed or pending.
+func (p *pair) quiet(s policy.Side, v policy.Content) bool {
+	if p.mem.Owing() || p.retry || !p.started {
 		return false
 	}
-	if v.sum == p.seen[s] {
-		return true
-	}
-	if !v.st.State.Usable() {
-		p.seen[s] = v.sum
-		return true
-	}
-	return false
+	return p.mem.Inert(s, v)
 }
 
-func (p *pair) remember(s [32]byte) {
-	if p.known(s) {
-		return
-	}
-	p.history[p.histN%len(p.history)] = s
-	p.histN++
-}
-
-func (p *pair) known(s [32]byte) bool {
-	for i := range min(p.histN, len(p.history)) {
-		if p.history[i] == s {
-			return true
-		}
-	}
-	return false
-}
-
-// sync brings both sides to the content Decide picks; have holds sides
-// already read. A write that finds the mirror changed decides again.
-func (p *pair) sync(have map[Side]view, settle bool) {
+// sync brings both sides to the content the decisions pick, for cause c;
+// have holds sides already read. A write that finds its side changed
+// decides again, that side still owed what the write carried.
+func (p *pair) sync(have map[policy.Side]policy.Content, c policy.Cause) {
+	owed := policy.NoSide
 	for range 8 {
-		if !p.syncOnce(have, settle) {
+		var again bool
+		if owed, again = p.syncOnce(have, c, owed); !again {
 			return
 		}
-		have, settle = nil, false
+		have = nil
 	}
 }
 
-// syncOnce takes one decision; it reports whether to decide again.
-func (p *pair) syncOnce(have map[Side]view, settle bool) bool {
-	var v [2]view
-	for _, s := range []Side{Keychain, Mirror} {
-		if x, ok := have[s]; ok {
-			v[s] = x
-			continue
-		}
-		if s == Keychain {
-			x, ok := p.readKeychain()
-			if !ok {
+// syncOnce reads what have lacks, takes one decision and carries it out;
+// it reports whether to decide again, and the side then still owed.
+func (p *pair) syncOnce(have map[policy.Side]policy.Content, c policy.Cause, owed policy.Side) (policy.Side, bool) {
+	var v [2]policy.Content
+	for _, s := range []policy.Side{Keychain, Mirror} {
+		x, ok := have[s]
+		switch {
+		case ok:
+		case s == Keychain:
+			if x, ok = p.readKeychain(); !ok {
 				p.retry = true
-				return false
+				return policy.NoSide, false
 			}
-			v[s] = x
-		} else {
-			v[s] = p.readMirror()
+		default:
+			x = p.readMirror()
 		}
+		v[s] = x
 	}
 	p.retry = false
-	in := Input{Settle: settle}
-	for s := range 2 {
-		in.St[s] = v[s].st
-		in.Changed[s] = v[s].sum != p.seen[s]
-		in.Owed[s] = p.owed[s]
-		in.Known[s] = p.known(v[s].sum)
-		p.seen[s] = v[s].sum
-		if in.Changed[s] && (v[s].st.State == agents.LoggedOut || v[s].st.State == agents.Missing) {
-			p.owed[s] = false // its own logout, after what it was owed
+	if !p.started {
+		c, p.started = policy.OnStart, true
+	}
+	now := time.Now()
+	in := p.mem.Input(c, now, v, owed)
+	a := policy.Decide(in)
+	p.mem.Taken(a, v, c, now)
+	defer p.mem.Held(v)
+	for _, n := range a.Notes {
+		if n.Once != "" {
+			p.once(n.Once, n.Level, "%s: %s", p.Agent, n.Msg)
+		} else {
+			p.b.o.Logf(n.Level, "%s: %s", p.Agent, n.Msg)
 		}
 	}
-	defer func() {
-		for _, x := range v {
-			if x.st.State.Usable() {
-				p.remember(x.sum)
-			}
+	switch a.Verb {
+	case policy.Settled:
+		if p.settle != nil {
+			p.settle.Stop()
+			p.settle = nil
 		}
-	}()
-	if v[Keychain].sum == v[Mirror].sum {
-		p.owed = [2]bool{}
-		return false
-	}
-	d := Decide(in)
-	switch d.Action {
-	case None:
-		return false
-	case Wait:
-		p.b.o.Logf(2, "%s: the %s is %s; waiting for its writer", p.Agent, d.Dst, v[d.Dst].st.State)
-		p.owed[d.Dst] = true
+	case policy.Hold:
 		// Quiet means unchanged: only a change of the torn side (its
-		// writer at work) restarts the wait, not another look at it.
-		if in.Changed[d.Dst] || p.settle == nil {
-			p.armSettle()
+		// writer at work) restarts the wait, not another look at it
+		// (the Keychain may be read more often than SettleDelay).
+		if in.Side[a.Dst].Changed || p.settle == nil {
+			p.arm(&p.settle, policy.SettleDelay, policy.OnSettle)
 		}
-		return false
+	case policy.Later:
+		p.arm(&p.limit, a.At.Sub(now), policy.OnLimit)
+	case policy.Write:
+		dst, src := a.Dst, p.mem.Merge(v[a.Dst.Other()], v[a.Dst], now)
+		if changed := p.write(dst, src, v[dst], c); changed || src.Sum == v[dst.Other()].Sum || c == policy.OnStart {
+			return dst, changed
+		}
+		// The merge kept something of dst's that the winning side lacks:
+		// that side gets the merged document too (not at start-up, when
+		// nothing goes to the Keychain).
+		return dst.Other(), p.write(dst.Other(), src, v[dst.Other()], c)
 	}
-	if d.Regression && p.limitWriteBack(d.Dst) {
-		return false
-	}
-	return p.write(d.Dst, v[other(d.Dst)], v[d.Dst])
+	return policy.NoSide, false
 }
 
-func (p *pair) armSettle() {
-	if p.settle != nil {
-		p.settle.Stop()
+// arm (re)arms timer *t to deliver cause c after d.
+func (p *pair) arm(t **time.Timer, d time.Duration, c policy.Cause) {
+	if *t != nil {
+		(*t).Stop()
 	}
-	i, c := p.i, p.b.settleC
-	p.settle = time.AfterFunc(settleDelay, func() {
+	i, ch := p.i, p.b.fired
+	*t = time.AfterFunc(d, func() {
 		select {
-		case c <- i:
+		case ch <- fired{i, c}:
 		default:
 		}
 	})
 }
 
-// limitWriteBack applies the regression policy; true means leave dst alone.
-func (p *pair) limitWriteBack(dst Side) bool {
-	if p.leftAlone[dst] {
-		return true
-	}
-	now := time.Now()
-	kept := p.writeBacks[dst][:0]
-	for _, t := range p.writeBacks[dst] {
-		if now.Sub(t) < writeBackWindow {
-			kept = append(kept, t)
+func (p *pair) stopTimers() {
+	for _, t := range []*time.Timer{p.settle, p.limit} {
+		if t != nil {
+			t.Stop()
 		}
 	}
-	p.writeBacks[dst] = append(kept, now)
-	if len(p.writeBacks[dst]) > maxWriteBacks {
-		p.leftAlone[dst] = true
-		p.b.o.Logf(0, "%s: the %s went back to an older token %d times within %s; leaving it alone (restart the agent holding the old token)",
-			p.Agent, dst, len(p.writeBacks[dst]), writeBackWindow)
-		return true
-	}
-	p.b.o.Logf(1, "%s: the %s went back to an older token; writing the fresher one back", p.Agent, dst)
-	return false
+	p.settle, p.limit = nil, nil
 }
 
-// write puts src's content on dst, whose content was cur; it reports
-// whether dst changed under it (decide again).
-func (p *pair) write(dst Side, src, cur view) bool {
+// write puts src's content on dst, whose content was cur, for cause c; it
+// reports whether dst changed under it (decide again). A write that fails
+// leaves dst owed.
+func (p *pair) write(dst policy.Side, src, cur policy.Content, c policy.Cause) (changed bool) {
 	var err error
 	if dst == Mirror {
-		err = WriteMirror(p.Mirror, src.data, func(now []byte, rerr error) bool {
+		err = WriteMirror(p.Mirror, src.Data, func(now []byte, rerr error) bool {
 			if errors.Is(rerr, fs.ErrNotExist) {
-				return cur.st.State == agents.Missing
+				return cur.St.State == agents.Missing
 			}
-			return rerr == nil && sum(now) == cur.sum
+			return rerr == nil && policy.Sum(now) == cur.Sum
 		})
 		if errors.Is(err, ErrChanged) {
 			return true
 		}
 		if err != nil {
-			p.owed[Mirror] = true
+			p.mem.Side[Mirror].Owed = true
 			p.once("write mirror "+err.Error(), 0, "%s: cannot write the mirror: %v", p.Agent, err)
 			return false
 		}
@@ -457,17 +436,17 @@ func (p *pair) write(dst Side, src, cur view) bool {
 		// on rather than overwritten (a window of one exec remains).
 		now, ok := p.readKeychain()
 		if !ok {
-			p.owed[Keychain], p.retry = true, true
+			p.mem.Side[Keychain].Owed, p.retry = true, true
 			return false
 		}
-		if now.sum != cur.sum {
+		if now.Sum != cur.Sum {
 			return true
 		}
 		ctx, cancel := context.WithTimeout(p.b.ctx, keychainTimeout)
-		err = p.b.o.Store.Write(ctx, p.Item, src.data)
+		err = p.b.o.Store.Write(ctx, p.Item, src.Data)
 		cancel()
 		if err != nil {
-			p.owed[Keychain] = true
+			p.mem.Side[Keychain].Owed = true
 			if errors.Is(err, keychain.ErrTooLarge) {
 				p.once("too large", 0, "%s: %v; the Keychain keeps the older login", p.Agent, err)
 				return false
@@ -476,8 +455,8 @@ func (p *pair) write(dst Side, src, cur view) bool {
 			return false
 		}
 	}
-	p.seen[dst] = src.sum
-	p.owed[dst] = false
-	p.b.o.Logf(1, "%s: wrote the %s's %s login to the %s", p.Agent, other(dst), src.st.Describe(time.Now()), dst)
+	now := time.Now()
+	p.mem.Wrote(dst, src, c, now)
+	p.b.o.Logf(1, "%s: wrote the %s's %s login to the %s", p.Agent, names[dst.Other()], src.St.Describe(now), names[dst])
 	return false
 }

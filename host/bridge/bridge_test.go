@@ -62,8 +62,8 @@ type rig struct {
 }
 
 // start makes a keychain holding kc, a mirror holding mir, and runs the
-// bridge until the test ends.
-func start(t *testing.T, kc, mir []byte, interval time.Duration) *rig {
+// bridge until the test ends; before runs first (on the fake keychain).
+func start(t *testing.T, kc, mir []byte, interval time.Duration, before ...func(*rig)) *rig {
 	t.Helper()
 	r := &rig{t: t, fake: keychaintest.New(t), item: keychain.ClaudeItem("alice", ""), log: &logs{}}
 	dir := filepath.Join(t.TempDir(), "keychain", "claude")
@@ -78,6 +78,9 @@ func start(t *testing.T, kc, mir []byte, interval time.Duration) *rig {
 		if err := os.WriteFile(r.mirror, mir, 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, f := range before {
+		f(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
@@ -179,20 +182,6 @@ func TestMirrorRefreshReachesKeychainByEvent(t *testing.T) {
 	r.eventually("the Keychain to take the mirror's refresh", func() bool { return bytes.Equal(r.keychain(), c) })
 	t.Logf("mirror to Keychain: %v (polled every 10ms)", time.Since(t0).Round(time.Millisecond))
 	r.fake.CheckArgv(a, c, []byte("rt-c-SECRET"))
-}
-
-func TestStartFresherWins(t *testing.T) {
-	a, b := cred("a", 1), cred("b", 2)
-	r := start(t, a, b, time.Hour)
-	if !bytes.Equal(r.keychain(), b) {
-		t.Fatalf("the Keychain holds %q after start, want the mirror's fresher %q", r.keychain(), b)
-	}
-	r.stop()
-	r.stop = nil
-	r2 := start(t, b, a, time.Hour)
-	if !bytes.Equal(r2.readMirror(), b) {
-		t.Fatalf("the mirror holds %q after start, want the Keychain's fresher %q", r2.readMirror(), b)
-	}
 }
 
 func TestLogoutStubDoesNotCross(t *testing.T) {

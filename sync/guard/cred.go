@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,30 +10,24 @@ import (
 
 	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/manifest"
+	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
 )
 
-// side is one end of a synced credential.
-type side int
+// side is one end of a synced credential: home, the copy in the user's
+// home; host, the host's file (its mount).
+type side = policy.Side
 
 const (
-	home side = iota
-	host
+	home = policy.Home
+	host = policy.Host
 )
-
-func (s side) String() string {
-	if s == home {
-		return "home"
-	}
-	return "host"
-}
 
 // cred is one synced credential. Every decision takes mu, so the event loop
 // and Flush never interleave on one credential.
 type cred struct {
 	g      *Guard
 	e      manifest.Entry
-	format string
 	host   hostSide
 	homeWd int32
 	// homeWds are the watches on the home: the copy's directory, then the
@@ -43,24 +36,19 @@ type cred struct {
 	homeWds []homeWatch
 
 	mu sync.Mutex
-	// at is what the guard knows of each side; hostAt what only the host
-	// side has.
-	at     [2]sideMem
-	hostAt hostMem
+	// mem is what the decisions remember of both sides (the content
+	// seen, what is owed, write-backs, the history of tokens, the host
+	// writes the rate limit counts); at is what the I/O knows of each
+	// side, hostAt what only the host side has.
+	mem    policy.Memory
+	at     [2]sideIO
+	hostAt hostIO
 	said   map[string]bool
 	rep    CredReport // what Report tells: the counts
 	settle *time.Timer
 	closed bool
 	// recheck deletes the files in at[s].kept after recheckDelay.
 	recheck *time.Timer
-	// history holds the last usable contents either side held, to tell an
-	// agent rewriting an old token from two fresh refreshes racing; each
-	// with the count of contents remembered before it, so that those
-	// remembered before staleBefore (the host's latest login, or start-up)
-	// are stale: never written to the host again.
-	history     [64]histEntry
-	histN       int
-	staleBefore int
 	// limit is the timer that delivers a host write the rate limit held
 	// back.
 	limit *time.Timer
@@ -77,77 +65,33 @@ type cred struct {
 	started bool
 }
 
-// sideMem is what the guard remembers of one side between decisions.
-type sideMem struct {
-	// seen is the content (trailing whitespace trimmed) the side held when
-	// the guard last read or wrote it: an event whose content matches is
-	// the guard's own write or no change, and is ignored. Content, never
-	// timestamps. prev is its status, and mine whether the guard wrote it.
-	seen [32]byte
-	prev agents.Status
-	mine bool
-	// owed: the side is owed the other's content, held back because it
-	// looked mid-write (the settle timer delivers it once the side is
-	// quiet) or by the rate limit (the limit timer does).
-	owed bool
+// sideIO is what the guard's I/O remembers of one side.
+type sideIO struct {
 	// readFailed: the last read failed (EACCES for a guard without root,
 	// a foreign owner...): a chmod or chown on it, which only raises
 	// ATTRIB, may make it readable, so ATTRIB re-reads it.
 	readFailed bool
-	// writeBacks are the times of the write-backs to the side within
-	// writeBackWindow; leftAlone is set once they exceed the budget.
-	writeBacks []time.Time
-	leftAlone  bool
 	// kept are files the guard's writes displaced, deleted after
 	// recheckDelay (see swapIn): an agent writing in place into one of
 	// them is put back instead of lost.
 	kept []keptFile
 }
 
-// hostMem is what the guard remembers of the host side only.
-type hostMem struct {
+// hostIO is what the guard's I/O remembers of the host side only.
+type hostIO struct {
 	// dead: the mount no longer reaches the host's file (a rename there
 	// detached it); readOnly: writes are refused, and owedRO: one was
 	// skipped for it, which a chmod or chown there retries.
 	dead, readOnly, owedRO bool
-	// writtenAt is when the guard last wrote the host; due the rate
-	// limit's state (see limits).
-	writtenAt, due time.Time
 }
 
-type histEntry struct {
-	sum [32]byte
-	n   int
-}
-
-// view is one side's content as read, classified.
+// view is one side's content as read, classified once classified is set.
 type view struct {
-	data       []byte
-	st         agents.Status
-	sum        [32]byte
-	classified bool // st is set
+	policy.Content
+	classified bool
 }
 
 func (c *cred) name() string { return c.e.Agent + " credential " + c.e.ContainerTarget }
-
-// remember records usable content either side held.
-func (c *cred) remember(sum [32]byte) {
-	if _, ok := c.known(sum); ok {
-		return
-	}
-	c.history[c.histN%len(c.history)] = histEntry{sum, c.histN}
-	c.histN++
-}
-
-// known reports whether sum is in the history, and when it came in.
-func (c *cred) known(sum [32]byte) (n int, ok bool) {
-	for i := range min(c.histN, len(c.history)) {
-		if c.history[i].sum == sum {
-			return c.history[i].n, true
-		}
-	}
-	return 0, false
-}
 
 // post hands events on side s (or a re-read of both sides) to the
 // credential's worker, started on first use. Events that pile up while it
@@ -189,7 +133,7 @@ func (c *cred) work() {
 			c.qmu.Unlock()
 			c.mu.Lock()
 			if reread {
-				c.sync(anySide, onEvent)
+				c.sync(anySide, policy.OnEvent)
 			}
 			for s, mask := range q {
 				if mask != 0 {
@@ -210,7 +154,7 @@ func (c *cred) handle(s side, mask uint32) {
 		c.g.rewatchHome(c)
 	}
 	if mask&^uint32(unix.IN_ATTRIB|unix.IN_ISDIR) != 0 {
-		c.sync(s, onEvent)
+		c.sync(s, policy.OnEvent)
 	} else {
 		// ATTRIB alone (chmod, chown, link count) changes no content,
 		// but may end a failure to read or write the side.
@@ -255,7 +199,7 @@ func (c *cred) read(s side) view {
 // content that could not be read).
 func (c *cred) classify(v *view) {
 	if !v.classified {
-		v.st = agents.Classify(c.format, v.data, time.Now())
+		v.St = agents.Classify(c.mem.Format, v.Data, time.Now())
 		v.classified = true
 	}
 }
@@ -271,42 +215,41 @@ func (c *cred) readRaw(s side) view {
 	} else {
 		data, err = c.host.read()
 	}
-	v := view{data: data}
+	v := view{Content: policy.Content{Data: data}}
 	c.at[s].readFailed = err != nil && !errors.Is(err, fs.ErrNotExist)
 	var hostile *hostileError
 	switch {
 	case err == nil:
-		v.sum = sha256.Sum256(trimJSON(data))
+		v.Sum = policy.Sum(data)
 		return v
 	case errors.Is(err, fs.ErrNotExist):
-		v.st = agents.Status{State: agents.Missing}
+		v.St = agents.Status{State: agents.Missing}
 	case errors.As(err, &hostile):
 		c.rep.hostile(s)
 		c.once("hostile "+err.Error(), 1, "%s: ignoring the %s side: %v", c.name(), s, err)
-		v.st = agents.Status{State: agents.Invalid}
+		v.St = agents.Status{State: agents.Invalid}
 	default:
 		c.once("read "+err.Error(), 1, "%s: cannot read the %s side: %v", c.name(), s, err)
-		v.st = agents.Status{State: agents.Invalid}
+		v.St = agents.Status{State: agents.Invalid}
 	}
 	v.classified = true
-	// Unreadable content must never match real content.
-	v.sum = sha256.Sum256([]byte("\x00" + v.st.State.String()))
+	v.Sum = policy.Unreadable(v.St.State)
 	return v
 }
 
 // copyIn is the start-up sync: the host is the source of truth, so its
 // usable credential replaces the home copy (one left from an earlier run of
-// this container is never pushed: see decide).
+// this container is never pushed: see policy.Decide).
 func (c *cred) copyIn() {
-	c.sync(anySide, onStart)
+	c.sync(anySide, policy.OnStart)
 }
 
 // anySide is the trigger of a sync that no single side's event caused.
-const anySide side = -1
+const anySide = policy.NoSide
 
 // sync brings both sides to the freshest usable content after a change on
 // trigger (or anySide). It re-decides when a side changed under a write.
-func (c *cred) sync(trigger side, m cause) error {
+func (c *cred) sync(trigger side, m policy.Cause) error {
 	var err error
 	owed := anySide
 	for range 8 {
@@ -318,17 +261,17 @@ func (c *cred) sync(trigger side, m cause) error {
 	return err
 }
 
-// syncOnce reads the sides, takes one decision (decide) and carries it
-// out. owed is the side a write of the previous decision found changed
+// syncOnce reads the sides, takes one decision (policy.Decide) and carries
+// it out. owed is the side a write of the previous decision found changed
 // (errChanged), which is returned for the next one: the content that write
 // carried never reached it, so it is still owed to that side. Without
 // this, the next decision would see only that side change and take its new
 // content (say, the token the other side held just before) for a
 // regression, or leave a side it left alone without the fresher token.
-func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
+func (c *cred) syncOnce(trigger side, m policy.Cause, owed side) (side, error) {
 	var v [2]view
 	var have [2]bool
-	if trigger != anySide && m == onEvent && !c.at[home].owed && !c.at[host].owed {
+	if trigger != anySide && m == policy.OnEvent && !c.mem.Owing() {
 		var done bool
 		if v[trigger], done = c.readTrigger(trigger); done {
 			return anySide, nil
@@ -341,7 +284,7 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 		}
 	}
 	now := time.Now()
-	a := decide(c.input(v, m, owed, now))
+	a := policy.Decide(c.mem.Input(m, now, contents(v), owed))
 	return c.apply(a, v, m, now)
 }
 
@@ -350,87 +293,36 @@ func (c *cred) syncOnce(trigger side, m cause, owed side) (side, error) {
 // one read settles them (done), without reading the other side.
 func (c *cred) readTrigger(trigger side) (v view, done bool) {
 	v = c.readRaw(trigger)
-	if v.sum == c.at[trigger].seen {
+	if v.Sum == c.mem.Side[trigger].Seen {
 		return v, true
 	}
 	c.classify(&v)
-	if !v.st.State.Usable() && !(v.st.State == agents.LoggedOut && c.repairs()) {
-		// Nothing to propagate from it, and nothing to write to it
-		// (it is mid-write, or its own deliberate logout).
-		c.saw(trigger, v, false)
-		return v, true
-	}
-	return v, false
+	return v, c.mem.Inert(trigger, v.Content)
 }
 
-// input is what decide needs to know of the two sides read (v) and of
-// what the guard saw and did before.
-func (c *cred) input(v [2]view, m cause, owed side, now time.Time) input {
-	in := input{Cause: m, Now: now, RepairStubs: c.repairs(), HostWrittenAt: c.hostAt.writtenAt,
-		WriteBacks: [2][]time.Time{c.at[home].writeBacks, c.at[host].writeBacks}, Limits: c.g.limits(), HostDue: c.hostAt.due}
-	for s := range 2 {
-		x := v[s]
-		n, known := c.known(x.sum)
-		st := sideState{St: x.st, Sum: x.sum, Changed: x.sum != c.at[s].seen || m == onStart,
-			Known: known && m != onStart, Stale: known && n < c.staleBefore,
-			Owed: c.at[s].owed || side(s) == owed, LeftAlone: c.at[s].leftAlone,
-			Prev: c.at[s].prev, PrevSum: c.at[s].seen, PrevMine: c.at[s].mine}
-		in.Side[s] = st
-	}
-	// Claims matter only for content that may go to the host: the home's,
-	// and the host's account when the home's names one.
-	if v[home].st.State.Usable() {
-		in.Side[home].Claims = agents.Inspect(c.format, v[home].data, now)
-		if len(in.Side[home].Claims.Accounts) > 0 && v[host].st.State.Usable() {
-			in.Side[host].Claims = agents.Inspect(c.format, v[host].data, now)
-		}
-	}
-	return in
-}
+func contents(v [2]view) [2]policy.Content { return [2]policy.Content{v[0].Content, v[1].Content} }
 
 // apply carries out decision a taken on the sides read (v): it records
 // what was seen, logs a's notes and does what a says.
-func (c *cred) apply(a action, v [2]view, m cause, now time.Time) (side, error) {
-	for s := range 2 {
-		c.saw(side(s), v[s], false)
-	}
+func (c *cred) apply(a policy.Action, v [2]view, m policy.Cause, now time.Time) (side, error) {
+	c.mem.Taken(a, contents(v), m, now)
 	// Known once this decision is taken (not before: whether the content
 	// was known decides what a regression is).
-	defer func() {
-		for _, x := range v {
-			if x.st.State.Usable() {
-				c.remember(x.sum)
-			}
-		}
-	}()
-	if m == onStart || a.Login {
-		// Everything seen so far, and what the home holds now, is stale;
-		// a new host token is not (it is remembered after this), unless
-		// this is the start-up copy.
-		if v[home].st.State.Usable() {
-			c.remember(v[home].sum)
-		}
-		if m == onStart && v[host].st.State.Usable() {
-			c.remember(v[host].sum)
-		}
-		c.staleBefore = c.histN
-	}
+	defer c.mem.Held(contents(v))
 	c.note(a)
 	switch a.Verb {
-	case settled:
+	case policy.Settled:
 		c.settled()
-	case hold:
-		c.owe(a.Dst)
-	case later:
-		c.at[a.Dst].owed = true
+	case policy.Hold:
+		c.owe()
+	case policy.Later:
 		c.armLimit(a.At.Sub(now))
-	case write:
+	case policy.Write:
 		if a.WriteBack {
-			c.countWriteBack(a.Dst, now)
 			c.rep.wroteBack(a.Dst)
 		}
 		src := c.merge(v[other(a.Dst)], v[a.Dst])
-		if err := c.write(a.Dst, src, v[a.Dst], m); err != nil || src.sum == v[other(a.Dst)].sum || m == onStart {
+		if err := c.write(a.Dst, src, v[a.Dst], m); err != nil || src.Sum == v[other(a.Dst)].Sum || m == policy.OnStart {
 			return a.Dst, err
 		}
 		// The merge kept something of dst's that the winning side lacks:
@@ -441,60 +333,22 @@ func (c *cred) apply(a action, v [2]view, m cause, now time.Time) (side, error) 
 	return anySide, nil
 }
 
-// note logs a's notes and records the marks it sets on a side.
-func (c *cred) note(a action) {
+// note logs a's notes and counts a refusal.
+func (c *cred) note(a policy.Action) {
 	for _, n := range a.Notes {
-		if n.once != "" {
-			c.once(n.once, n.level, "%s: %s", c.name(), n.msg)
+		if n.Once != "" {
+			c.once(n.Once, n.Level, "%s: %s", c.name(), n.Msg)
 		} else {
-			c.g.logf(n.level, "%s: %s", c.name(), n.msg)
+			c.g.logf(n.Level, "%s: %s", c.name(), n.Msg)
 		}
 	}
 	c.rep.refused(a.Refused)
-	if a.LeaveAlone {
-		c.at[a.Dst].leftAlone = true
-	}
-	if a.Unowe {
-		c.at[a.Dst].owed = false
-	}
 }
 
-// merge is the content that replaces cur when src wins: src, with what
-// the agent's merge keeps of cur (agents.Merge).
+// merge is the content that replaces cur when src wins (policy's Merge).
 func (c *cred) merge(src, cur view) view {
-	data := agents.Merge(c.format, src.data, cur.data)
-	if string(data) == string(src.data) {
-		return src
-	}
-	m := view{data: data, sum: sha256.Sum256(trimJSON(data))}
-	c.classify(&m)
-	if !m.st.State.Usable() {
-		return src // never: a merge only adds members
-	}
-	return m
-}
-
-// saw records what side s holds as what the guard last saw there.
-func (c *cred) saw(s side, x view, mine bool) {
-	if c.at[s].seen != x.sum {
-		c.at[s].seen, c.at[s].prev, c.at[s].mine = x.sum, x.st, mine
-	}
-}
-
-// repairs: the agent's logged-out stubs are its answer to invalid_grant.
-func (c *cred) repairs() bool {
-	a, ok := agents.Lookup(c.e.Agent)
-	return ok && a.StubOnRefusal
-}
-
-func (c *cred) countWriteBack(dst side, now time.Time) {
-	kept := c.at[dst].writeBacks[:0]
-	for _, t := range c.at[dst].writeBacks {
-		if now.Sub(t) < writeBackWindow {
-			kept = append(kept, t)
-		}
-	}
-	c.at[dst].writeBacks = append(kept, now)
+	m := c.mem.Merge(src.Content, cur.Content, time.Now())
+	return view{Content: m, classified: true}
 }
 
 // armLimit arms the timer that delivers a host write the rate limit held
@@ -507,8 +361,8 @@ func (c *cred) armLimit(d time.Duration) {
 		c.limit = time.AfterFunc(d, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if !c.closed && c.at[host].owed {
-				c.sync(anySide, onLimit)
+			if !c.closed && c.mem.Side[host].Owed {
+				c.sync(anySide, policy.OnLimit)
 			}
 		})
 		return
@@ -516,33 +370,27 @@ func (c *cred) armLimit(d time.Duration) {
 	c.limit.Reset(d)
 }
 
-// settleDelay is how long a torn side must stay quiet before the guard
-// writes over it anyway (its writer died mid-write). The timer only runs in
-// that case, never while idle.
-const settleDelay = 250 * time.Millisecond
-
-// owe marks dst as owed src's content and (re)arms the settle timer.
-func (c *cred) owe(dst side) {
-	c.at[dst].owed = true
+// owe (re)arms the settle timer for a side owed content that looks torn
+// (policy.SettleDelay of quiet); it runs only then, never while idle.
+func (c *cred) owe() {
 	if c.closed {
 		return
 	}
 	if c.settle == nil {
-		c.settle = time.AfterFunc(settleDelay, func() {
+		c.settle = time.AfterFunc(policy.SettleDelay, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if !c.closed && (c.at[home].owed || c.at[host].owed) {
-				c.sync(anySide, onSettle)
+			if !c.closed && c.mem.Owing() {
+				c.sync(anySide, policy.OnSettle)
 			}
 		})
 		return
 	}
-	c.settle.Reset(settleDelay)
+	c.settle.Reset(policy.SettleDelay)
 }
 
-// settled: both sides agree, nothing is owed.
+// settled: both sides agree, nothing is owed: the settle timer stops.
 func (c *cred) settled() {
-	c.at[home].owed, c.at[host].owed = false, false
 	if c.settle != nil {
 		c.settle.Stop()
 	}
@@ -588,7 +436,7 @@ func (c *cred) keep(s side, k keptFile) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if !c.closed && c.recheckKept() {
-				c.sync(anySide, onEvent)
+				c.sync(anySide, policy.OnEvent)
 			}
 		})
 		return
@@ -602,7 +450,7 @@ func (c *cred) recheckKept() bool {
 	wrote := false
 	for s := range c.at {
 		for _, k := range c.at[s].kept {
-			prefer := c.preferOver(sha256.Sum256(trimJSON(k.mine)))
+			prefer := c.preferOver(policy.Sum(k.mine))
 			var changed bool
 			if side(s) == home {
 				changed = c.g.home.recheck(c.e.ContainerTarget, k.name, k.was, k.mine, prefer)
@@ -621,7 +469,7 @@ func (c *cred) recheckKept() bool {
 
 // write replaces dst's content (cur) with src's, unless dst changed since
 // it was read (errChanged: decide again).
-func (c *cred) write(dst side, src, cur view, m cause) error {
+func (c *cred) write(dst side, src, cur view, m policy.Cause) error {
 	if dst == host && (c.hostAt.dead || c.hostAt.readOnly) {
 		c.hostAt.owedRO = c.hostAt.readOnly
 		return nil
@@ -629,37 +477,29 @@ func (c *cred) write(dst side, src, cur view, m cause) error {
 	still := func(now []byte, err error) bool {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return cur.st.State == agents.Missing
+				return cur.St.State == agents.Missing
 			}
-			return !cur.st.State.Usable()
+			return !cur.St.State.Usable()
 		}
-		return sha256.Sum256(trimJSON(now)) == cur.sum
+		return policy.Sum(now) == cur.Sum
 	}
 	var err error
-	prefer := c.preferOver(src.sum)
+	prefer := c.preferOver(src.Sum)
 	var kept string
 	if dst == home {
-		kept, err = c.g.home.replace(c.e.ContainerTarget, src.data, 0o600, still, prefer)
+		kept, err = c.g.home.replace(c.e.ContainerTarget, src.Data, 0o600, still, prefer)
 	} else {
-		kept, err = c.host.write(src.data, still, prefer)
+		kept, err = c.host.write(src.Data, still, prefer)
 	}
 	if kept != "" {
-		c.keep(dst, keptFile{kept, cur.sum, src.data})
+		c.keep(dst, keptFile{kept, cur.Sum, src.Data})
 	}
 	switch {
 	case err == nil:
+		now := time.Now()
 		c.rep.wrote(dst)
-		c.saw(dst, src, true)
-		c.at[dst].owed = false
-		c.remember(src.sum)
-		if dst == host {
-			now := time.Now()
-			c.hostAt.writtenAt = now
-			if m != onFlush {
-				c.hostAt.due = nextHostDue(c.g.limits(), c.hostAt.due, now)
-			}
-		}
-		c.g.logf(2, "%s: %s -> %s (%s)", c.name(), other(dst), dst, src.st.Describe(time.Now()))
+		c.mem.Wrote(dst, src.Content, m, now)
+		c.g.logf(2, "%s: %s -> %s (%s)", c.name(), other(dst), dst, src.St.Describe(now))
 		return nil
 	case errors.Is(err, errChanged):
 		return err
@@ -716,10 +556,10 @@ func (c *cred) tier(data []byte, err error, mine [32]byte) (int, agents.Status) 
 	if err != nil {
 		return tierTorn, agents.Status{}
 	}
-	if sha256.Sum256(trimJSON(data)) == mine {
+	if policy.Sum(data) == mine {
 		return tierMine, agents.Status{}
 	}
-	st := agents.Classify(c.format, data, time.Now())
+	st := agents.Classify(c.mem.Format, data, time.Now())
 	switch {
 	case st.State == agents.Empty || st.State == agents.Invalid:
 		return tierTorn, st
@@ -729,7 +569,7 @@ func (c *cred) tier(data []byte, err error, mine [32]byte) (int, agents.Status) 
 	return tierUsable, st
 }
 
-func other(s side) side { return 1 - s }
+func other(s side) side { return s.Other() }
 
 func (c *cred) reportDead() {
 	c.once("dead", 0, "%s: the host replaced its file by rename, so this container's mount no longer reaches it; refreshes here stay here (fix: caw setup --strategy %s=bind-dir, then restart the container)",
@@ -743,7 +583,7 @@ func (c *cred) reportDead() {
 func (c *cred) attrChanged(s side) {
 	switch {
 	case c.at[s].readFailed:
-		c.sync(s, onEvent)
+		c.sync(s, policy.OnEvent)
 		if !c.at[s].readFailed {
 			c.g.logf(1, "%s: the %s side is readable again", c.name(), s)
 		}
@@ -751,8 +591,8 @@ func (c *cred) attrChanged(s side) {
 		c.hostAt.readOnly = false
 		if c.hostAt.owedRO {
 			c.hostAt.owedRO = false
-			c.at[host].owed = true
-			c.sync(anySide, onEvent)
+			c.mem.Side[host].Owed = true
+			c.sync(anySide, policy.OnEvent)
 		}
 	}
 }
@@ -770,7 +610,7 @@ func (c *cred) checkDead() {
 // relying on any event having been seen.
 func (c *cred) flush() error {
 	c.recheckKept()
-	if err := c.sync(anySide, onFlush); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
+	if err := c.sync(anySide, policy.OnFlush); err != nil && !errors.Is(err, errDead) && !errors.Is(err, errReadOnly) {
 		return fmt.Errorf("%s: %w", c.name(), err)
 	}
 	return nil

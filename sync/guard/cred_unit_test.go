@@ -1,13 +1,13 @@
 package guard
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/caw-dev/caw/manifest"
+	"github.com/caw-dev/caw/sync/policy"
 )
 
 // Unit tests of cred's host write path with a fake host side: no root, no
@@ -62,12 +62,11 @@ func (l *lines) count(s string) int {
 func newFakeCred(h *fakeHost, log *lines) *cred {
 	g := &Guard{cfg: Config{Logf: log.logf, WriteBurst: -1}}
 	return &cred{g: g, e: manifest.Entry{Agent: "claude", File: manifest.File{ContainerTarget: ".claude/.credentials.json"}},
-		format: "claude", host: h, said: map[string]bool{}}
+		mem: policy.Memory{Format: "claude", RepairStubs: true, Limits: g.limits()}, host: h, said: map[string]bool{}}
 }
 
 func viewOf(data []byte) view {
-	v := view{data: data, sum: sha256.Sum256(trimJSON(data))}
-	return v
+	return view{Content: policy.Content{Data: data, Sum: policy.Sum(data)}}
 }
 
 func TestHostWritePaths(t *testing.T) {
@@ -75,36 +74,36 @@ func TestHostWritePaths(t *testing.T) {
 	t.Run("written", func(t *testing.T) {
 		h, log := &fakeHost{data: old}, &lines{}
 		c := newFakeCred(h, log)
-		if err := c.write(host, viewOf(fresh), viewOf(old), onEvent); err != nil || h.writes != 1 || c.at[host].seen != viewOf(fresh).sum || !c.at[host].mine {
-			t.Fatalf("err %v, %d writes, seen updated %v", err, h.writes, c.at[host].seen == viewOf(fresh).sum)
+		if err := c.write(host, viewOf(fresh), viewOf(old), policy.OnEvent); err != nil || h.writes != 1 || c.mem.Side[host].Seen != viewOf(fresh).Sum || !c.mem.Side[host].Mine {
+			t.Fatalf("err %v, %d writes, seen updated %v", err, h.writes, c.mem.Side[host].Seen == viewOf(fresh).Sum)
 		}
-		if c.hostAt.writtenAt.IsZero() {
+		if c.mem.HostWrittenAt.IsZero() {
 			t.Fatal("the host write time was not recorded (rule 2's race window)")
 		}
 	})
 	t.Run("changed under the write", func(t *testing.T) {
 		h, log := &fakeHost{data: claudeTok(3)}, &lines{}
 		c := newFakeCred(h, log)
-		if err := c.write(host, viewOf(fresh), viewOf(old), onEvent); err != errChanged || h.writes != 0 {
+		if err := c.write(host, viewOf(fresh), viewOf(old), policy.OnEvent); err != errChanged || h.writes != 0 {
 			t.Fatalf("err %v, %d writes: the re-check must refuse a host that changed since it was read", err, h.writes)
 		}
 	})
 	t.Run("dead inode", func(t *testing.T) {
 		h, log := &fakeHost{data: old, err: errDead}, &lines{}
 		c := newFakeCred(h, log)
-		c.write(host, viewOf(fresh), viewOf(old), onEvent)
+		c.write(host, viewOf(fresh), viewOf(old), policy.OnEvent)
 		if !c.hostAt.dead || log.count("replaced its file by rename") != 1 {
 			t.Fatalf("dead %v, log %q", c.hostAt.dead, log.l)
 		}
 		h.err = nil
-		if err := c.write(host, viewOf(fresh), viewOf(old), onEvent); err != nil || h.writes != 0 {
+		if err := c.write(host, viewOf(fresh), viewOf(old), policy.OnEvent); err != nil || h.writes != 0 {
 			t.Fatalf("a dead host was written: %v, %d writes", err, h.writes)
 		}
 	})
 	t.Run("read-only", func(t *testing.T) {
 		h, log := &fakeHost{data: old, err: fmt.Errorf("open: %w", errReadOnly)}, &lines{}
 		c := newFakeCred(h, log)
-		c.write(host, viewOf(fresh), viewOf(old), onEvent)
+		c.write(host, viewOf(fresh), viewOf(old), policy.OnEvent)
 		if !c.hostAt.readOnly || !c.hostAt.owedRO || log.count("not writable by the guard") != 1 {
 			t.Fatalf("ro %v owed %v, log %q", c.hostAt.readOnly, c.hostAt.owedRO, log.l)
 		}
@@ -117,7 +116,7 @@ func TestHostWritePaths(t *testing.T) {
 // still at work in it.
 func TestBeats(t *testing.T) {
 	c := newFakeCred(&fakeHost{}, &lines{})
-	mine := sha256.Sum256(trimJSON(claudeTok(5)))
+	mine := policy.Sum(claudeTok(5))
 	torn := []byte(`{"claudeAiOauth":{"acc`)
 	unreadable := fmt.Errorf("a FIFO")
 	for _, tc := range []struct {

@@ -20,6 +20,7 @@ import (
 	"github.com/caw-dev/caw/internal/testenv"
 	"github.com/caw-dev/caw/internal/testenv/mountns"
 	"github.com/caw-dev/caw/manifest"
+	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -266,7 +267,11 @@ func readFile(p string) []byte {
 	return b
 }
 
-func same(a, b []byte) bool { return bytes.Equal(trimJSON(a), trimJSON(b)) }
+func same(a, b []byte) bool { return policy.Sum(a) == policy.Sum(b) }
+
+// trimJSON drops the trailing whitespace a crash-safe in-place write may
+// leave.
+func trimJSON(b []byte) []byte { return bytes.TrimRight(b, " \t\r\n") }
 
 // waitContent waits until p holds want (trailing whitespace ignored).
 func waitContent(t testing.TB, p string, want []byte) {

@@ -5,8 +5,9 @@
 // keeps the home copy and the host's file in sync in both directions,
 // reacting to inotify events within milliseconds, until the final Flush.
 //
-// Every decision is one call of decide (policy.go, a pure function whose
-// rules are listed there and in docs/SECURITY.md), on contents classified by
+// Every decision is one call of policy.Decide (package sync/policy, a pure
+// function whose rules are listed there and in docs/SECURITY.md, shared
+// with the Keychain bridge), on contents classified by
 // agents.Classify and compared by agents.Compare, the same functions `caw
 // status` uses: only usable (valid or expired) content ever crosses, a host
 // login wins, the fresher credential wins otherwise, nothing implausible,
@@ -21,8 +22,9 @@
 // to trust the guard against a hostile user; a bind-dir host directory,
 // which the user may be able to write too, uses the same primitives);
 // host.go is the host side; inotify.go is the event source, poll.go a stat
-// poll for host files shared through a VM (no host-side events); policy.go
-// the sync rules; cred.go carries them out, one worker per credential;
+// poll for host files shared through a VM (no host-side events); cred.go
+// reads both sides, asks sync/policy and carries the decision out, one
+// worker per credential;
 // lockmirror.go mirrors Claude Code's refresh lock directory between home
 // and host; report.go is what the guard reports per credential.
 package guard
@@ -39,9 +41,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/internal/logf"
 	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
+	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -84,14 +88,20 @@ type Guard struct {
 	closeOnce sync.Once
 }
 
+// repairs: the agent's logged-out stubs are its answer to invalid_grant.
+func repairs(agent string) bool {
+	a, ok := agents.Lookup(agent)
+	return ok && a.StubOnRefusal
+}
+
 // limits is the home-to-host rate limit Config asks for.
-func (g *Guard) limits() limits {
-	l := defaultLimits
+func (g *Guard) limits() policy.Limits {
+	l := policy.DefaultLimits
 	if g.cfg.WriteBurst != 0 {
-		l.burst = max(g.cfg.WriteBurst, 0)
+		l.Burst = max(g.cfg.WriteBurst, 0)
 	}
 	if g.cfg.WriteEvery > 0 {
-		l.every = g.cfg.WriteEvery
+		l.Every = g.cfg.WriteEvery
 	}
 	return l
 }
@@ -205,7 +215,8 @@ func (g *Guard) setup(e manifest.Entry) (*cred, string) {
 	}
 	m := os.NewFile(uintptr(fd), mount)
 	defer m.Close()
-	c := &cred{g: g, e: e, format: e.CredentialFormat(), said: map[string]bool{}}
+	c := &cred{g: g, e: e, said: map[string]bool{}}
+	c.mem = policy.Memory{Format: e.CredentialFormat(), RepairStubs: repairs(e.Agent), Limits: g.limits()}
 	if e.Strategy == manifest.StrategyBindDir {
 		b, err := openBindDir(m, mount, path.Base(e.Src))
 		if err != nil {

@@ -26,8 +26,6 @@ package guard
 // the last component when it stays inside the root, even with O_NOFOLLOW.
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +36,7 @@ import (
 	"sync"
 
 	"github.com/caw-dev/caw/internal/safefs"
+	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,7 +73,7 @@ func swapIn(dirfd int, tmp, name string, owner int, still func([]byte, error) bo
 // recheckAt deletes kept, which held content hashing to was, putting it back
 // first if a writer wrote into it since: see safefs.Dir.RecheckAt.
 func recheckAt(dirfd int, kept, name string, owner int, was [32]byte, mine []byte, prefer preferFunc) bool {
-	unchanged := func(b []byte, err error) bool { return err == nil && sha256.Sum256(trimJSON(b)) == was }
+	unchanged := func(b []byte, err error) bool { return err == nil && policy.Sum(b) == was }
 	return safefs.Dir{FD: dirfd, Owner: owner, Limit: maxCredSize}.RecheckAt(kept, name, unchanged, mine, prefer)
 }
 
@@ -416,7 +415,3 @@ func (h *homeFS) watchDir(dir string) (string, io.Closer, error) {
 	}
 	return p, d, nil
 }
-
-// trimJSON drops the trailing whitespace a crash-safe in-place write may
-// leave, so the same document compares equal however it was padded.
-func trimJSON(b []byte) []byte { return bytes.TrimRight(b, " \t\r\n") }

@@ -29,14 +29,15 @@ package guard
 import (
 	"errors"
 	"fmt"
-	"github.com/caw-dev/caw/internal/logf"
 	"os"
 	"path"
 	"runtime"
 	"time"
 	"unsafe"
 
+	"github.com/caw-dev/caw/internal/logf"
 	"github.com/caw-dev/caw/manifest"
+	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -227,7 +228,7 @@ func (g *Guard) startLockMirror(c *cred) *lockMirror {
 	hostDir := path.Join(g.cfg.AuthDir, e.MountSrc())
 	sync := func() {
 		c.mu.Lock()
-		c.sync(anySide, onEvent)
+		c.sync(anySide, policy.OnEvent)
 		c.mu.Unlock()
 	}
 	m, err := newLockMirror(claudeRefreshLock, lockStale, homeFd, g.cfg.UID, g.cfg.GID, path.Dir(path.Join(g.cfg.Home, e.ContainerTarget)), hostDir, sync, g.cfg.Logf)

@@ -1,6 +1,10 @@
 package guard
 
-import "time"
+import (
+	"time"
+
+	"github.com/caw-dev/caw/sync/policy"
+)
 
 // CredReport is what the guard did with one synced credential since Start:
 // the facts a caller (or a test) checks, instead of reading log lines.
@@ -49,7 +53,7 @@ func (g *Guard) Report() []CredReport {
 	for _, c := range g.creds {
 		c.mu.Lock()
 		r := c.rep
-		r.HomeLeftAlone, r.HostLeftAlone = c.at[home].leftAlone, c.at[host].leftAlone
+		r.HomeLeftAlone, r.HostLeftAlone = c.mem.Side[home].LeftAlone, c.mem.Side[host].LeftAlone
 		r.DeadHost, r.ReadOnlyHost = c.hostAt.dead, c.hostAt.readOnly
 		c.mu.Unlock()
 		r.Agent, r.Target = c.e.Agent, c.e.ContainerTarget
@@ -91,9 +95,9 @@ func (r *CredReport) hostile(s side) {
 
 func (r *CredReport) refused(why string) {
 	switch why {
-	case refusedImplausible:
+	case policy.RefusedImplausible:
 		r.Implausible++
-	case refusedAccount:
+	case policy.RefusedAccount:
 		r.OtherAccount++
 	}
 }

@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/internal/harness"
+	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
 )
 
 // Namespace tests of the sync rules against a hostile container user: real
 // files, real inotify, the real guard (the rules themselves are table-tested
-// in policy_test.go).
+// in sync/policy).
 
 // forgedClaude is a Claude credential the container user made up: far-future
 // expiry, its own tokens, an extra key.
@@ -69,7 +70,7 @@ func TestHostLoginWins(t *testing.T) {
 	// (the guard cannot tell it from a refresh).
 	renameOwned(t, homeFile, claudeTok(5000), userUID, userGID)
 	waitContent(t, hostFile, claudeTok(5000))
-	time.Sleep(raceWindow + 100*time.Millisecond) // the person logs in later
+	time.Sleep(policy.RaceWindow + 100*time.Millisecond) // the person logs in later
 	for i := 2; i < 5; i++ {
 		writeOwned(t, hostFile, claudeTok(i), hostUID, hostGID, 0o600)
 		waitContent(t, homeFile, claudeTok(i))
@@ -78,7 +79,7 @@ func TestHostLoginWins(t *testing.T) {
 		s.barrier()
 		waitContent(t, homeFile, claudeTok(i))
 		assertContent(t, hostFile, claudeTok(i))
-		time.Sleep(raceWindow + 100*time.Millisecond)
+		time.Sleep(policy.RaceWindow + 100*time.Millisecond)
 	}
 	if err := f.start().Flush(context.Background()); err != nil {
 		t.Fatal(err)

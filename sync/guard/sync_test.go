@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/internal/testenv"
+	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -207,14 +208,14 @@ func TestRegressionWriteBack(t *testing.T) {
 	waitContent(t, homeFile, claudeTok(20))
 	// The agent keeps writing back token 15, which the home held before.
 	// The raced write-back above counts against the same budget.
-	for i := 0; i < maxWriteBacks-1; i++ {
+	for i := 0; i < policy.MaxWriteBacks-1; i++ {
 		renameOwned(t, homeFile, claudeTok(15), userUID, userGID)
 		waitContent(t, homeFile, claudeTok(20))
 	}
 	assertContent(t, hostFile, claudeTok(20))
 	// The raced write-back and the regressions fill the budget.
-	if n := f.report("claude").HomeWriteBacks; n != maxWriteBacks {
-		t.Fatalf("%d write-backs to the home, want %d:\n%s", n, maxWriteBacks, f.log)
+	if n := f.report("claude").HomeWriteBacks; n != policy.MaxWriteBacks {
+		t.Fatalf("%d write-backs to the home, want %d:\n%s", n, policy.MaxWriteBacks, f.log)
 	}
 	renameOwned(t, homeFile, claudeTok(15), userUID, userGID)
 	testenv.WaitFor(t, "the home left alone", func() bool { return f.report("claude").HomeLeftAlone }, f.homePath(".claude"))
