@@ -144,6 +144,29 @@ func ignoreRaw(sig syscall.Signal) error {
 	return nil
 }
 
+// defaultSignals sets every ignored action back to the default and
+// unblocks every signal on the calling (locked) thread.
+func defaultSignals() error {
+	for s := 1; s <= 64; s++ {
+		if s == int(unix.SIGKILL) || s == int(unix.SIGSTOP) {
+			continue
+		}
+		var old kernelSigaction
+		if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0); e != 0 {
+			return e
+		}
+		if old.handler != 1 { // SIG_IGN
+			continue
+		}
+		dfl := kernelSigaction{}
+		if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0); e != 0 {
+			return e
+		}
+	}
+	var none unix.Sigset_t
+	return unix.PthreadSigmask(unix.SIG_SETMASK, &none, nil)
+}
+
 // execInit execs caw-init with the test's arguments and environment, minus
 // the harness's own variables, after setting the caller's signal
 // configuration if asked.
@@ -154,11 +177,17 @@ func execInit(bin string, die func(string, error)) {
 			env = append(env, kv)
 		}
 	}
+	// Ignored actions survive exec; the mask is the exec'ing thread's.
+	// Nothing runs in this process from here to the exec: an ignored
+	// SIGURG (no preemption) or 33 (no setuid) does no harm.
+	runtime.LockOSThread()
+	// First what Docker gives a container's first process: nothing
+	// ignored, nothing blocked. The test's own caller may have left
+	// something (GNU make runs its recipes with 32 and 33 ignored).
+	if err := defaultSignals(); err != nil {
+		die("reset signals", err)
+	}
 	if os.Getenv(sigconfEnv) == "1" {
-		// Ignored actions survive exec; the mask is the exec'ing thread's.
-		// Nothing runs in this process from here to the exec: an ignored
-		// SIGURG (no preemption) or 33 (no setuid) does no harm.
-		runtime.LockOSThread()
 		for _, s := range callerIgnored {
 			if err := ignoreRaw(s); err != nil {
 				die(fmt.Sprintf("ignore signal %d", int(s)), err)
@@ -343,7 +372,7 @@ type launch struct {
 	// sigconf starts caw-init with callerIgnored ignored and callerBlocked
 	// blocked, as nohup or a shell's background job would.
 	sigconf bool
-	// bin, with sigconf and no root, is what the caller execs instead of
+	// bin, with no root, is what the caller execs instead of
 	// caw-init (to see the configuration the caller itself gives).
 	bin string
 	// timeout replaces runTimeout for a run whose own work is slow on a
@@ -375,18 +404,17 @@ func start(t *testing.T, r launch) *proc {
 		env = baseEnv
 	}
 	var cmd *exec.Cmd
-	if r.root == "" && r.sigconf {
+	if r.root == "" {
+		// Through execInit too, for the caller's signal configuration.
 		bin := r.bin
 		if bin == "" {
 			bin = testenv.Build(t, "github.com/caw-dev/caw/cmd/caw-init")
 		}
 		cmd = exec.Command(os.Args[0], r.args...)
-		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", sigconfEnv+"=1", binEnv+"="+bin)
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-		cmd.Dir = r.cwd
-	} else if r.root == "" {
-		cmd = exec.Command(testenv.Build(t, "github.com/caw-dev/caw/cmd/caw-init"), r.args...)
-		cmd.Env = env
+		cmd.Env = append(append([]string{}, env...), helperEnv+"=1", binEnv+"="+bin)
+		if r.sigconf {
+			cmd.Env = append(cmd.Env, sigconfEnv+"=1")
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 		cmd.Dir = r.cwd
 	} else {
