@@ -11,6 +11,7 @@ import (
 	"github.com/caw-dev/caw/agents"
 	"github.com/caw-dev/caw/host/bridge"
 	"github.com/caw-dev/caw/host/keychain"
+	"github.com/caw-dev/caw/sync/policy"
 )
 
 // keychainReadTimeout bounds setup's Keychain reads; long enough for a
@@ -110,16 +111,28 @@ func (m *mirrorer) locate(a agents.Agent, env agents.Env, credPath string) (mirr
 	mirror = filepath.Join(dir, filepath.Base(credPath))
 	// The Keychain is the source of truth here, as it is when caw bridge
 	// starts (sync/policy: no push at start-up): a mirror claiming a
-	// fresher login may hold a container's refresh no bridge carried, or
-	// a token a container made up; either way it is replaced.
-	if old, err := bridge.ReadMirror(mirror); err == nil {
-		if agents.Compare(agents.Classify(a.Format, old, m.now), st) > 0 {
-			m.warn("%s: the mirror %s claims a fresher login than the Keychain; replaced by the Keychain's, the source of truth (a refresh made in a container while no bridge ran is lost: log in again if the Keychain's login stops refreshing)", a.Name, mirror)
-		}
+	// fresher login may hold a token a container made up; it is replaced.
+	// Unless the Keychain still holds what both held when last in sync
+	// (bridge.LoadSynced): then the mirror's change is a container's
+	// refresh no bridge carried yet, kept for caw bridge to take to the
+	// Keychain under its rules.
+	old, oerr := bridge.ReadMirror(mirror)
+	synced, known := bridge.LoadSynced(m.dir, a.Name)
+	switch {
+	case oerr != nil:
+	case known && synced == policy.Sum(data) && synced != policy.Sum(old) && agents.Classify(a.Format, old, m.now).State.Usable():
+		m.warn("%s: the mirror %s holds a container's refresh that no bridge carried to the Keychain yet; kept (caw bridge carries it)", a.Name, mirror)
+		m.pairs = append(m.pairs, bridge.Pair{Agent: a.Name, Format: a.Format, Item: item, Mirror: mirror})
+		return mirror, item, true
+	case agents.Compare(agents.Classify(a.Format, old, m.now), st) > 0:
+		m.warn("%s: the mirror %s claims a fresher login than the Keychain; replaced by the Keychain's, the source of truth (a refresh made in a container while no bridge ran, and before the bridge first synced, is lost: log in again if the Keychain's login stops refreshing)", a.Name, mirror)
 	}
 	if err := bridge.WriteMirror(mirror, data, nil); err != nil {
 		m.warn("%s: cannot write the Keychain mirror: %v", a.Name, err)
 		return "", item, false
+	}
+	if err := bridge.SaveSynced(m.dir, a.Name, policy.Sum(data)); err != nil {
+		m.warn("%s: %v", a.Name, err)
 	}
 	m.pairs = append(m.pairs, bridge.Pair{Agent: a.Name, Format: a.Format, Item: item, Mirror: mirror})
 	return mirror, item, true

@@ -126,19 +126,46 @@ func TestSetupKeychainClaudeConfigDir(t *testing.T) {
 }
 
 // The Keychain is the source of truth, as when the bridge starts: a mirror
-// claiming a fresher login is replaced, and said.
-func TestSetupReplacesFresherMirror(t *testing.T) {
-	home, f := macHome(t)
-	setup(t, home, withKeychain(f))
-	mirror := filepath.Join(home, ".caw/keychain/claude/.credentials.json")
-	kc, _ := os.ReadFile(mirror)
-	writeFile(t, mirror, claudeCred(now.Add(9*time.Hour)))
-	res, _ := setup(t, home, withKeychain(f))
-	if data, _ := os.ReadFile(mirror); string(data) != string(kc) {
-		t.Fatalf("setup kept the mirror's %q, want the Keychain's %q", data, kc)
-	}
-	if !hasWarning(res.Warnings, "claims a fresher login than the Keychain") {
-		t.Errorf("warnings %q", res.Warnings)
+// claiming a fresher login is replaced, and said; unless the Keychain still
+// holds what both held when last in sync, when the mirror's change is a
+// container's refresh that no bridge carried yet: it is kept, and said.
+func TestSetupFresherMirror(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// change: what happens between the two setups, besides a
+		// container writing a fresher token into the mirror.
+		change func(home string, f *keychaintest.Fake)
+		kept   bool
+		warn   string
+	}{
+		{"keychain unchanged", func(string, *keychaintest.Fake) {}, true, "holds a container's refresh"},
+		{"keychain login", func(_ string, f *keychaintest.Fake) {
+			f.Set(keychain.ClaudeItem("alice", ""), []byte(claudeCred(now.Add(6*time.Hour))))
+		}, false, "claims a fresher login than the Keychain"},
+		{"never synced", func(home string, _ *keychaintest.Fake) {
+			os.Remove(filepath.Join(home, ".caw/keychain/claude.synced"))
+		}, false, "claims a fresher login than the Keychain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home, f := macHome(t)
+			setup(t, home, withKeychain(f))
+			mirror := filepath.Join(home, ".caw/keychain/claude/.credentials.json")
+			ctr := claudeCred(now.Add(7 * time.Hour))
+			writeFile(t, mirror, ctr)
+			tc.change(home, f)
+			kc, _ := f.Get(keychain.ClaudeItem("alice", ""))
+			res, _ := setup(t, home, withKeychain(f))
+			want := string(kc)
+			if tc.kept {
+				want = ctr
+			}
+			if data, _ := os.ReadFile(mirror); string(data) != want {
+				t.Fatalf("the mirror holds %q, want %q", data, want)
+			}
+			if !hasWarning(res.Warnings, tc.warn) {
+				t.Errorf("warnings %q, want one with %q", res.Warnings, tc.warn)
+			}
+		})
 	}
 }
 

@@ -107,7 +107,7 @@ func cmdBridge(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logf(0, "started: %d Keychain item(s), config %s", len(cfg.Pairs), p)
-	err = bridge.Run(ctx, bridge.Options{Pairs: cfg.Pairs, Store: store, Interval: c.Duration("interval"), Logf: logf})
+	err = bridge.Run(ctx, bridge.Options{Pairs: cfg.Pairs, Store: store, Interval: c.Duration("interval"), Logf: logf, StateDir: filepath.Dir(p)})
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,9 @@
 // the mirror's content reaches the Keychain only with a plausible expiry,
 // for the same account, and not if it was there before the Keychain's
 // latest login or the bridge's start (at start-up the Keychain is the
-// source of truth); Keychain writes are rate-limited and a side that keeps
+// source of truth, unless it still holds what both sides held when last in
+// sync and only the mirror changed: a container's refresh made while no
+// bridge ran, see synced.go); Keychain writes are rate-limited and a side that keeps
 // going back to an old token is left alone; a torn mirror is waited for.
 // A locked keychain (an SSH session) is waited for; a denied access prompt
 // stops the bridge from touching that item again until it is restarted,
@@ -64,6 +66,10 @@ type Options struct {
 	// Ready, when set, is called once the first sync is done and the
 	// mirrors are watched.
 	Ready func()
+	// StateDir is where each pair's synced file is kept (synced.go): the
+	// bridge config's directory, which no container sees. Empty: none, and
+	// the Keychain always wins at start-up.
+	StateDir string
 }
 
 type bridge struct {
@@ -96,8 +102,10 @@ func Run(ctx context.Context, o Options) error {
 	b := &bridge{o: o, ctx: ctx, fired: make(chan fired, 2*len(o.Pairs)), watched: map[string]bool{}}
 	for i, p := range o.Pairs {
 		a, _ := agents.Lookup(p.Agent)
-		b.pairs = append(b.pairs, &pair{Pair: p, b: b, i: i, said: map[string]bool{},
-			mem: policy.Memory{Format: p.Format, RepairStubs: a.StubOnRefusal, Limits: policy.DefaultLimits, Names: names}})
+		pr := &pair{Pair: p, b: b, i: i, said: map[string]bool{},
+			mem: policy.Memory{Format: p.Format, RepairStubs: a.StubOnRefusal, Limits: policy.DefaultLimits, Names: names}}
+		pr.synced, pr.hasSynced = LoadSynced(o.StateDir, p.Agent)
+		b.pairs = append(b.pairs, pr)
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -208,6 +216,10 @@ type pair struct {
 	// read); the next look at either side takes it.
 	retry         bool
 	settle, limit *time.Timer
+	// synced is the content both sides last held in common, as recorded
+	// in the synced file (hasSynced: there is one).
+	synced    [32]byte
+	hasSynced bool
 }
 
 func (p *pair) once(key string, level int, format string, args ...any) {
@@ -316,6 +328,7 @@ func (p *pair) quiet(s policy.Side, v policy.Content) bool {
 // decides again, that side still owed what the write carried.
 func (p *pair) sync(have map[policy.Side]policy.Content, c policy.Cause) {
 	owed := policy.NoSide
+	defer p.recordSynced()
 	for range 8 {
 		var again bool
 		if owed, again = p.syncOnce(have, c, owed); !again {
@@ -323,6 +336,35 @@ func (p *pair) sync(have map[policy.Side]policy.Content, c policy.Cause) {
 		}
 		have = nil
 	}
+}
+
+// recordSynced updates the synced file when both sides now hold the same
+// content.
+func (p *pair) recordSynced() {
+	k, m := p.mem.Side[Keychain].Seen, p.mem.Side[Mirror].Seen
+	if p.b.o.StateDir == "" || k != m || k == [32]byte{} || (p.hasSynced && k == p.synced) {
+		return
+	}
+	if err := SaveSynced(p.b.o.StateDir, p.Agent, k); err != nil {
+		p.once("synced", 0, "%s: %v (a refresh made in a container while no bridge runs will be lost)", p.Agent, err)
+		return
+	}
+	p.synced, p.hasSynced = k, true
+}
+
+// carriedOver reports, at start-up, whether the mirror changed while no
+// bridge ran and the Keychain did not (synced.go); if so the bridge's
+// memory is set to what both held then, so that the decision sees a change
+// of the mirror, and nothing of the Keychain's as new.
+func (p *pair) carriedOver(v [2]policy.Content) bool {
+	if !p.hasSynced || v[Keychain].Sum != p.synced || v[Mirror].Sum == p.synced || !v[Mirror].St.State.Usable() {
+		return false
+	}
+	p.mem.Saw(Keychain, v[Keychain], false)
+	p.mem.Saw(Mirror, policy.Content{St: v[Keychain].St, Sum: p.synced}, false)
+	p.mem.Held([2]policy.Content{v[Keychain], v[Keychain]})
+	p.b.o.Logf(1, "%s: the mirror changed while no bridge ran and the Keychain did not (a container's refresh): deciding on it as on any change", p.Agent)
+	return true
 }
 
 // syncOnce reads what have lacks, takes one decision and carries it out;
@@ -346,6 +388,9 @@ func (p *pair) syncOnce(have map[policy.Side]policy.Content, c policy.Cause, owe
 	p.retry = false
 	if !p.started {
 		c, p.started = policy.OnStart, true
+		if p.carriedOver(v) {
+			c = policy.OnEvent
+		}
 	}
 	now := time.Now()
 	in := p.mem.Input(c, now, v, owed)

@@ -82,6 +82,14 @@ func start(t *testing.T, kc, mir []byte, interval time.Duration, before ...func(
 	for _, f := range before {
 		f(r)
 	}
+	r.run(interval)
+	return r
+}
+
+// run runs the bridge on r's keychain and mirror until r.stop, recording
+// the synced state beside the mirror's directory as caw bridge does.
+func (r *rig) run(interval time.Duration) {
+	t := r.t
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
@@ -92,6 +100,7 @@ func start(t *testing.T, kc, mir []byte, interval time.Duration, before ...func(
 			Interval: interval,
 			Logf:     r.log.logf,
 			Ready:    func() { close(ready) },
+			StateDir: filepath.Dir(filepath.Dir(r.mirror)),
 		})
 	}()
 	select {
@@ -110,12 +119,12 @@ func start(t *testing.T, kc, mir []byte, interval time.Duration, before ...func(
 	t.Cleanup(func() {
 		if r.stop != nil {
 			r.stop()
+			r.stop = nil
 		}
 		if t.Failed() {
 			t.Logf("bridge log:\n%s", r.log)
 		}
 	})
-	return r
 }
 
 func (r *rig) keychain() []byte { d, _ := r.fake.Get(r.item); return d }

@@ -127,3 +127,61 @@ func TestMirrorWritesRateLimited(t *testing.T) {
 		})
 	}
 }
+
+// A container's refresh that lands in the mirror while no bridge runs is
+// carried to the Keychain when the bridge starts again, as long as the
+// Keychain still holds what both sides held when last in sync: its token
+// was spent by that refresh, so replacing the mirror would log both out.
+func TestStartCarriesRefreshMadeWhileStopped(t *testing.T) {
+	a, ctr := cred("a", 1), cred("container", 3)
+	r := start(t, a, a, 20*time.Millisecond)
+	r.waitRuns(2)
+	r.stop()
+	r.stop = nil
+	r.writeInPlace(ctr) // the container refreshes; no bridge runs
+	r.run(20 * time.Millisecond)
+	r.eventually("the container's refresh to reach the Keychain", func() bool { return bytes.Equal(r.keychain(), ctr) })
+	if !bytes.Equal(r.readMirror(), ctr) {
+		t.Fatalf("the mirror holds %q, want the container's refresh", r.readMirror())
+	}
+}
+
+// What is carried over still passes every rule: a forged expiry written
+// into the mirror while no bridge runs never reaches the Keychain (it is
+// refused and said, as by a running bridge); and a login on the Mac while
+// no bridge runs wins over the mirror's change.
+func TestStartCarriesOnlyWhatRulesAllow(t *testing.T) {
+	forged := []byte(`{"claudeAiOauth":{"accessToken":"at-evil","refreshToken":"rt-evil","expiresAt":9999999999999}}`)
+	for _, tc := range []struct {
+		name  string
+		login bool
+		mir   []byte
+	}{{"forged", false, forged}, {"login on the Mac", true, cred("container", 3)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, login := cred("a", 1), cred("login", 2)
+			r := start(t, a, a, 20*time.Millisecond)
+			r.waitRuns(2)
+			r.stop()
+			r.stop = nil
+			r.writeInPlace(tc.mir)
+			want := a
+			if tc.login {
+				r.fake.Set(r.item, login)
+				want = login
+			}
+			writes := r.keychainWrites()
+			r.run(20 * time.Millisecond)
+			if tc.login {
+				r.eventually("the login to replace the mirror", func() bool { return bytes.Equal(r.readMirror(), want) })
+			} else {
+				// Refused and said, as by a running bridge; the mirror
+				// is the container's to mend.
+				r.eventually("the refusal", func() bool { return r.log.has("a forged or broken credential") })
+			}
+			r.waitRuns(3)
+			if !bytes.Equal(r.keychain(), want) || r.keychainWrites() != writes {
+				t.Fatalf("the Keychain holds %q after %d more writes, want %q untouched", r.keychain(), r.keychainWrites()-writes, want)
+			}
+		})
+	}
+}
