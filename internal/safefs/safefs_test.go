@@ -20,7 +20,7 @@ import (
 // mount freely.
 func TestMain(m *testing.M) { mountns.Main(m) }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")

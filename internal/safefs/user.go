@@ -69,26 +69,28 @@ func enter(u User) error {
 		return err
 	}
 	unix.SetfsgidRetGid(u.GID)
-	if now, _ := unix.SetfsgidRetGid(u.GID); now != u.GID {
+	if fsgid() != u.GID {
 		return errIdentity
 	}
 	unix.SetfsuidRetUid(u.UID)
-	// setfsuid returns the previous value: a second call with the same uid
-	// returns it if the first took.
-	if now, _ := unix.SetfsuidRetUid(u.UID); now != u.UID {
+	if fsuid() != u.UID {
 		return errIdentity
 	}
 	return nil
 }
+
+// fsuid and fsgid read the thread's filesystem ids: setfsuid returns the
+// previous value and changes nothing for an invalid id (-1), without the
+// credentials copy a real change (or a repeated one) costs the kernel.
+func fsuid() int { id, _ := unix.SetfsuidRetUid(-1); return id }
+func fsgid() int { id, _ := unix.SetfsgidRetGid(-1); return id }
 
 // leave restores root's filesystem identity and reports whether it did.
 func leave(saved []int) bool {
 	egid := unix.Getegid()
 	unix.SetfsuidRetUid(0)
 	unix.SetfsgidRetGid(egid)
-	uid, _ := unix.SetfsuidRetUid(0)
-	gid, _ := unix.SetfsgidRetGid(egid)
-	return uid == 0 && gid == egid && setgroupsThread(saved) == nil
+	return fsuid() == 0 && fsgid() == egid && setgroupsThread(saved) == nil
 }
 
 func setgroupsThread(groups []int) error {
