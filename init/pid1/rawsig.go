@@ -3,6 +3,7 @@
 package pid1
 
 import (
+	"errors"
 	"os"
 	"syscall"
 	"unsafe"
@@ -49,15 +50,15 @@ type kernelSigaction struct {
 // rawCatchable reports whether catchRaw works in this build.
 const rawCatchable = true
 
-// catchRaw installs the handler for sigs. Until readRaw runs they wait in
-// the pipe: a goroutine blocked in read(2) costs the runtime a thread, which
-// start-up should not pay for.
+// catchRaw installs the handler for sigs; what it catches waits in the pipe
+// for readRaw.
 func catchRaw(sigs []syscall.Signal) (readFD int, err error) {
 	if len(sigs) == 0 {
 		return -1, nil
 	}
 	var p [2]int
-	// Both ends non-blocking (one syscall): readRaw uses the poller.
+	// Both ends non-blocking (one syscall): a full pipe must not block the
+	// handler; readRaw makes its own end blocking.
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return -1, err
 	}
@@ -77,15 +78,22 @@ func catchRaw(sigs []syscall.Signal) (readFD int, err error) {
 	return p[0], nil
 }
 
-// readRaw passes the signals the handler caught on to out, for ever. The
-// pipe is non-blocking, so the read parks in the runtime's poller: no thread
-// sits blocked in read(2) for it.
+// readRaw passes the signals the handler caught on to out, for ever,
+// blocked in read(2) on a thread of its own. Started by Capture, that
+// thread's creation overlaps caw-init's start-up; the runtime's poller
+// instead, or the same reader started after the spawn, cost 0.04-0.05x
+// tini on the start-up row (docs/FIGURES.md).
 func readRaw(fd int, out chan<- os.Signal) {
-	f := os.NewFile(uintptr(fd), "caw-init signal pipe")
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return
+	}
 	b := make([]byte, 64)
 	for {
-		n, err := f.Read(b)
-		if err != nil {
+		n, err := unix.Read(fd, b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n <= 0 {
 			return
 		}
 		for _, c := range b[:n] {

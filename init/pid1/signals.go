@@ -34,9 +34,6 @@ type Signals struct {
 	fwd chan os.Signal
 	// rawErr is why 32, 34 and SIGPROF could not be caught (see rawsig.go).
 	rawErr error
-	// rawFD is the pipe the handler of rawsig.go writes them to, read
-	// from once the child runs (-1: none).
-	rawFD int
 	// caller is the signal configuration caw-init was started with, and
 	// kept the signals it ignored that caw-init leaves ignored; both
 	// known only with the entry hook (caller.go).
@@ -109,7 +106,10 @@ func Capture() *Signals {
 		s.kept = maskOf(kept...)
 	}
 	signal.Notify(s.fwd, without(early, kept)...)
-	s.rawFD, s.rawErr = catchRaw(rawSignals)
+	rawFD, err := catchRaw(rawSignals)
+	if s.rawErr = err; rawFD >= 0 {
+		go readRaw(rawFD, s.fwd)
+	}
 	go func() {
 		if !s.caller.known {
 			for _, sig := range keptRest {

@@ -200,9 +200,6 @@ func (s *Supervisor) Pid() int { return s.pid }
 // start-up for a short command), and costs nothing while idle. Signals
 // are forwarded meanwhile from another goroutine.
 func (s *Supervisor) Wait() syscall.WaitStatus {
-	if s.sigs.rawFD >= 0 {
-		go readRaw(s.sigs.rawFD, s.sigs.fwd)
-	}
 	stop := make(chan struct{})
 	forwarded := make(chan struct{})
 	go func() {
