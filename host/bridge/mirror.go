@@ -3,11 +3,11 @@ package bridge
 import (
 	"errors"
 	"fmt"
-	"github.com/caw-dev/caw/internal/safefs"
 	"io"
 	"io/fs"
 	"os"
 
+	"github.com/caw-dev/caw/internal/safefs"
 	"golang.org/x/sys/unix"
 )
 
