@@ -321,15 +321,14 @@ func (h *homeFS) prepareSpare(rel string, dirfd int, base string) {
 	if err != nil {
 		return
 	}
-	sp = &spare{tmp: tmp, dirfd: -1}
-	if unix.Fstat(dirfd, &sp.dir) != nil || unix.Fstat(tmp.FD(), &sp.ino) != nil {
-		sp.drop()
-		return
-	}
-	if sp.dirfd, err = unix.FcntlInt(uintptr(dirfd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
-		sp.dirfd = -1
+	sp = &spare{tmp: tmp}
+	sp.dirfd, err = unix.FcntlInt(uintptr(dirfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil || unix.Fstat(dirfd, &sp.dir) != nil || unix.Fstat(tmp.FD(), &sp.ino) != nil {
 		unix.Unlinkat(dirfd, tmp.Name, 0)
-		sp.drop()
+		if err == nil {
+			unix.Close(sp.dirfd)
+		}
+		tmp.Close()
 		return
 	}
 	h.mu.Lock()
@@ -348,12 +347,10 @@ func (sp *spare) drop() {
 		return
 	}
 	var at unix.Stat_t
-	if sp.dirfd >= 0 {
-		if unix.Fstatat(sp.dirfd, sp.tmp.Name, &at, unix.AT_SYMLINK_NOFOLLOW) == nil && at.Dev == sp.ino.Dev && at.Ino == sp.ino.Ino {
-			unix.Unlinkat(sp.dirfd, sp.tmp.Name, 0)
-		}
-		unix.Close(sp.dirfd)
+	if unix.Fstatat(sp.dirfd, sp.tmp.Name, &at, unix.AT_SYMLINK_NOFOLLOW) == nil && at.Dev == sp.ino.Dev && at.Ino == sp.ino.Ino {
+		unix.Unlinkat(sp.dirfd, sp.tmp.Name, 0)
 	}
+	unix.Close(sp.dirfd)
 	sp.tmp.Close()
 }
 

@@ -169,15 +169,17 @@ func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) err
 	// granted only while nobody else has the file open, and any open during
 	// it waits (before truncating) until it is released, after the write.
 	release := leaseFD(fd, int(st.Uid))
+	cur, err := safefs.ReadFD(fd, st.Size, maxCredSize)
+	if !still(cur, err) {
+		if release != nil {
+			release()
+		}
+		return errChanged
+	}
 	if release == nil {
 		// No lease (the file stays busy, or the filesystem has none): the
 		// whole write at once, as short as it can be.
-		return b.writeLocked(fd, st.Size, data, still)
-	}
-	cur, err := safefs.ReadFD(fd, st.Size, maxCredSize)
-	if !still(cur, err) {
-		release()
-		return errChanged
+		return b.writeErr(safefs.WriteInPlace(fd, cur, data))
 	}
 	w, err := safefs.BeginInPlace(fd, cur, data)
 	release()
@@ -204,16 +206,6 @@ func (b *bindFile) writeInPlace(data []byte, still func([]byte, error) bool) err
 		return b.writeErr(err)
 	}
 	return b.writeErr(w.Trim())
-}
-
-// writeLocked is writeInPlace without a lease: read, check, write, sync and
-// trim in a row.
-func (b *bindFile) writeLocked(fd int, size int64, data []byte, still func([]byte, error) bool) error {
-	cur, err := safefs.ReadFD(fd, size, maxCredSize)
-	if !still(cur, err) {
-		return errChanged
-	}
-	return b.writeErr(safefs.WriteInPlace(fd, cur, data))
 }
 
 func (b *bindFile) writeErr(err error) error {
