@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -425,9 +424,6 @@ func runLogins(cfg *config, agentBin, dir string, sc loginScenario, m loginMode)
 		if data, err := os.ReadFile(f); err == nil && bytes.Contains(data, []byte(strconv.Quote(head))) {
 			res.lost = false
 		}
-	}
-	if res.agents != len(names) {
-		return res, errors.New("missing reports")
 	}
 	return res, nil
 }

@@ -3,12 +3,12 @@ package host
 import (
 	"errors"
 	"fmt"
-	"github.com/caw-dev/caw/internal/safefs"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 
+	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
 )
 

@@ -12,13 +12,14 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
-	"github.com/caw-dev/caw/internal/initbuild"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/caw-dev/caw/internal/initbuild"
 )
 
 const (

@@ -124,6 +124,9 @@ volumes:
 		t.Errorf("compose: %v\n%s\nwant\n%s", err, compose, want)
 	}
 	dc, err := RenderInit(mounts[1:], vol, FormatDevcontainer)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var got struct {
 		OverrideCommand *bool             `json:"overrideCommand"`
 		Mounts          []string          `json:"mounts"`

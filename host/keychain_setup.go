@@ -102,11 +102,11 @@ func (m *mirrorer) locate(a agents.Agent, env agents.Env, credPath string) (mirr
 		return "", item, false
 	}
 	dir := filepath.Join(m.dir, a.Name)
-	if err := mkdirPrivate(m.dir); err == nil {
-		err = mkdirPrivate(dir)
-	} else {
-		m.warn("%s: cannot make the Keychain mirror dir: %v", a.Name, err)
-		return "", item, false
+	for _, d := range []string{m.dir, dir} {
+		if err := mkdirPrivate(d); err != nil {
+			m.warn("%s: cannot make the Keychain mirror dir: %v", a.Name, err)
+			return "", item, false
+		}
 	}
 	mirror = filepath.Join(dir, filepath.Base(credPath))
 	// The Keychain is the source of truth here, as it is when caw bridge

@@ -286,7 +286,6 @@ func (p *pair) readMirror() policy.Content {
 		p.once("mirror "+err.Error(), 0, "%s: cannot read the mirror: %v", p.Agent, err)
 		return absent(agents.Invalid)
 	}
-	delete(p.said, "mirror")
 	return policy.Read(p.Format, data, time.Now())
 }
 

@@ -65,16 +65,25 @@ func SaveConfig(p string, c *Config) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(p), "."+ConfigName+".")
+	return writeFile(p, append(data, '\n'), 0o600)
+}
+
+// writeFile replaces p with data, mode perm, by a temp file beside it and a
+// rename: a reader sees the old file or the new one.
+func writeFile(p string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(f.Name())
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return err
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
 	}
-	if err := f.Close(); err != nil {
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	return os.Rename(f.Name(), p)

@@ -112,12 +112,7 @@ func InstallAgent(o AgentOptions) (string, error) {
 			return "", fmt.Errorf("install the bridge agent: %w", err)
 		}
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, Plist(o), 0o644); err != nil {
-		return "", fmt.Errorf("install the bridge agent: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		os.Remove(tmp)
+	if err := writeFile(p, Plist(o), 0o644); err != nil {
 		return "", fmt.Errorf("install the bridge agent: %w", err)
 	}
 	domain := "gui/" + strconv.Itoa(o.UID)

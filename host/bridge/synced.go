@@ -45,19 +45,7 @@ func LoadSynced(dir, agent string) (sum [32]byte, ok bool) {
 // SaveSynced records sum as what the pair of agent holds in common, in dir
 // (temp file and rename, mode 0600).
 func SaveSynced(dir, agent string, sum [32]byte) error {
-	f, err := os.CreateTemp(dir, "."+agent+".synced.")
-	if err != nil {
-		return fmt.Errorf("record the synced state: %w", err)
-	}
-	_, err = f.WriteString(hex.EncodeToString(sum[:]) + "\n")
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), syncedPath(dir, agent))
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := writeFile(syncedPath(dir, agent), []byte(hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
 		return fmt.Errorf("record the synced state: %w", err)
 	}
 	return nil

@@ -53,12 +53,10 @@ var (
 
 // Exit statuses of security (OSStatus & 0xff).
 const (
-	exitNotFound       = 44  // errSecItemNotFound
-	exitNotAllowed     = 36  // errSecInteractionNotAllowed
-	exitAuthFailed     = 51  // errSecAuthFailed (Deny)
-	exitUserCanceled   = 128 // errSecUserCanceled
-	exitDuplicateItem  = 45  // errSecDuplicateItem
-	exitNoSuchKeychain = 50  // errSecNoSuchKeychain
+	exitNotFound     = 44  // errSecItemNotFound
+	exitNotAllowed   = 36  // errSecInteractionNotAllowed
+	exitAuthFailed   = 51  // errSecAuthFailed (Deny)
+	exitUserCanceled = 128 // errSecUserCanceled
 )
 
 // ClaudeService is Claude Code's Keychain service name.

@@ -47,9 +47,6 @@ type kernelSigaction struct {
 	mask     uint64
 }
 
-// rawCatchable reports whether catchRaw works in this build.
-const rawCatchable = true
-
 // catchRaw installs the handler for sigs; what it catches waits in the pipe
 // for readRaw.
 func catchRaw(sigs []syscall.Signal) (readFD int, err error) {

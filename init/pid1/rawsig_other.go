@@ -11,7 +11,6 @@ import (
 // Without the assembly handler of rawsig.go (other architectures, or a
 // build with cgo, where the C library owns 32 and 34), signals 32, 34 and
 // SIGPROF are not forwarded: 32 and 34 stay at their default action.
-const rawCatchable = false
 
 func catchRaw([]syscall.Signal) (int, error) { return -1, nil }
 

@@ -134,8 +134,6 @@ type creds struct {
 	expires         time.Time
 }
 
-func (c creds) usable(now time.Time) bool { return c.access != "" && now.Before(c.expires) }
-
 type runner struct {
 	cfg    RunConfig
 	b      Behaviour

@@ -7,11 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/caw-dev/caw/internal/safefs"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/caw-dev/caw/internal/safefs"
 )
 
 // expiryBase is the expiresAt (epoch ms, an hour after this process

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -162,7 +163,7 @@ func BenchmarkFloorDirSyscalls(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := writeAll(fd, data); err != nil {
+		if err := safefs.WriteAll(fd, data); err != nil {
 			b.Fatal(err)
 		}
 		if err := unix.Fsync(fd); err != nil {
@@ -219,7 +220,7 @@ func BenchmarkFloorDirCopier(b *testing.B) {
 			if err != nil {
 				continue
 			}
-			writeAll(f, data)
+			safefs.WriteAll(f, data)
 			unix.Fsync(f)
 			unix.Close(f)
 			unix.Rename(tmp, filepath.Join(dst, "cred.json"))

@@ -80,7 +80,6 @@ func recheckAt(dirfd int, kept, name string, owner int, was [32]byte, mine []byt
 var (
 	createTemp  = safefs.CreateTemp
 	removeTemps = safefs.RemoveTemps
-	writeAll    = safefs.WriteAll
 )
 
 // homeFS is the guard's view of the user's home: every method runs as the
@@ -382,15 +381,9 @@ func (h *homeFS) removeStaleTemps(rel string) {
 	})
 }
 
-// watchPath is a path inotify can watch that names exactly the directory
-// holding rel inside the home (through /proc/self/fd, so no symlink the user
-// planted can redirect the watch), with the descriptor to close once the
-// watch is added.
-func (h *homeFS) watchPath(rel string) (string, io.Closer, error) {
-	return h.watchDir(path.Dir(rel))
-}
-
-// watchDir is watchPath for the directory dir itself.
+// watchDir is a path inotify can watch that names exactly the directory dir
+// inside the home (through /proc/self/fd, so no symlink the user planted can
+// redirect the watch), with the descriptor to close once the watch is added.
 func (h *homeFS) watchDir(dir string) (string, io.Closer, error) {
 	if dir == "" {
 		dir = "."

@@ -2,7 +2,6 @@ package guard
 
 import (
 	"errors"
-	"github.com/caw-dev/caw/internal/safefs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/safefs"
 	"golang.org/x/sys/unix"
 )
 
