@@ -108,10 +108,13 @@ func openHome(dir string, u safefs.User) (*homeFS, error) {
 		if err := os.MkdirAll(path.Dir(dir), 0o755); err != nil {
 			return nil, fmt.Errorf("create home %s: %w", dir, err)
 		}
-		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("create home %s: %w", dir, err)
+		// Only a home created here is given to the user: one that appeared
+		// meanwhile is left as it is.
+		err := os.Mkdir(dir, 0o700)
+		if err == nil {
+			err = chownDirNoFollow(unix.AT_FDCWD, dir, uid, gid)
 		}
-		if err := chownDirNoFollow(unix.AT_FDCWD, dir, uid, gid); err != nil {
+		if err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("create home %s: %w", dir, err)
 		}
 	}
@@ -297,7 +300,7 @@ func (h *homeFS) takeSpare(rel string, dirfd int) *safefs.TempFile {
 	}
 	var dir, st, at unix.Stat_t
 	if unix.Fstat(dirfd, &dir) == nil && dir.Dev == sp.dir.Dev && dir.Ino == sp.dir.Ino &&
-		unix.Fstat(sp.tmp.FD(), &st) == nil && st.Ino == sp.ino.Ino && st.Size == 0 && st.Nlink == 1 &&
+		unix.Fstat(sp.tmp.FD(), &st) == nil && st.Size == 0 && st.Nlink == 1 &&
 		unix.Fstatat(dirfd, sp.tmp.Name, &at, unix.AT_SYMLINK_NOFOLLOW) == nil && at.Dev == st.Dev && at.Ino == st.Ino {
 		unix.Close(sp.dirfd)
 		return sp.tmp

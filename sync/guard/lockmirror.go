@@ -31,11 +31,11 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"runtime"
 	"time"
 	"unsafe"
 
 	"github.com/caw-dev/caw/internal/logf"
+	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/manifest"
 	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
@@ -185,9 +185,9 @@ func decideLock(st lockState, obs [2]lockObs, now time.Time, stale time.Duration
 // lockDir is one side's directory holding the lock, and who owns what is
 // created in it.
 type lockDir struct {
-	fd       int
-	uid, gid int
-	label    string
+	fd    int
+	owner safefs.User // whose filesystem identity acts in it
+	label string
 }
 
 // lockMirror mirrors one lock name between a home directory and a host
@@ -214,13 +214,16 @@ func (g *Guard) startLockMirror(c *cred) *lockMirror {
 	if e.Agent != "claude" || e.Strategy != manifest.StrategyBindDir || os.Getenv(lockMirrorEnv) == "off" {
 		return nil
 	}
-	hd, _, err := g.home.openDir(e.ContainerTarget)
-	if err != nil {
-		g.logf(1, "%s: refresh lock not mirrored: %v", c.name(), err)
-		return nil
-	}
-	homeFd, err := unix.Dup(int(hd.Fd()))
-	hd.Close()
+	var homeFd int
+	err := g.home.as(func() error {
+		hd, _, err := g.home.openDir(e.ContainerTarget)
+		if err != nil {
+			return err
+		}
+		defer hd.Close()
+		homeFd, err = unix.Dup(int(hd.Fd()))
+		return err
+	})
 	if err != nil {
 		g.logf(1, "%s: refresh lock not mirrored: %v", c.name(), err)
 		return nil
@@ -231,7 +234,7 @@ func (g *Guard) startLockMirror(c *cred) *lockMirror {
 		c.sync(anySide, policy.OnEvent)
 		c.mu.Unlock()
 	}
-	m, err := newLockMirror(claudeRefreshLock, lockStale, homeFd, g.cfg.UID, g.cfg.GID, path.Dir(path.Join(g.cfg.Home, e.ContainerTarget)), hostDir, sync, g.cfg.Logf)
+	m, err := newLockMirror(claudeRefreshLock, lockStale, homeFd, g.home.user, path.Dir(path.Join(g.cfg.Home, e.ContainerTarget)), hostDir, sync, g.cfg.Logf)
 	if err != nil {
 		unix.Close(homeFd)
 		g.logf(1, "%s: refresh lock not mirrored: %v", c.name(), err)
@@ -242,7 +245,7 @@ func (g *Guard) startLockMirror(c *cred) *lockMirror {
 
 // newLockMirror takes ownership of homeFd (the home directory holding the
 // lock, opened without following symlinks) and opens hostDir.
-func newLockMirror(name string, stale time.Duration, homeFd, uid, gid int, homeLabel, hostDir string, syncNow func(), log logf.Func) (*lockMirror, error) {
+func newLockMirror(name string, stale time.Duration, homeFd int, user safefs.User, homeLabel, hostDir string, syncNow func(), log logf.Func) (*lockMirror, error) {
 	hostFd, err := unix.Open(hostDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", hostDir, err)
@@ -253,8 +256,8 @@ func newLockMirror(name string, stale time.Duration, homeFd, uid, gid int, homeL
 		return nil, fmt.Errorf("stat %s: %w", hostDir, err)
 	}
 	m := &lockMirror{name: name, stale: stale, syncNow: syncNow, logf: log, check: make(chan struct{}, 1)}
-	m.dirs[home] = lockDir{fd: homeFd, uid: uid, gid: gid, label: homeLabel}
-	m.dirs[host] = lockDir{fd: hostFd, uid: int(st.Uid), gid: int(st.Gid), label: hostDir}
+	m.dirs[home] = lockDir{fd: homeFd, owner: user, label: homeLabel}
+	m.dirs[host] = lockDir{fd: hostFd, owner: safefs.User{UID: int(st.Uid), GID: int(st.Gid)}, label: hostDir}
 	if err := m.watch(); err != nil {
 		unix.Close(hostFd)
 		return nil, err
@@ -461,34 +464,10 @@ func setMtime(fd int, t time.Time) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), []unix.Timespec{ts, ts}, 0)
 }
 
-// asOwner runs fn with the filesystem identity of the directory's owner, so
-// what it creates is theirs and it can do nothing there they could not.
-// A guard that is not root runs fn as itself.
-func (m *lockMirror) asOwner(d lockDir, fn func() error) error {
-	if os.Geteuid() != 0 || d.uid == 0 {
-		return fn()
-	}
-	runtime.LockOSThread()
-	unix.Setfsgid(d.gid)
-	unix.Setfsuid(d.uid)
-	if cur, _ := unix.SetfsuidRetUid(-1); cur != d.uid {
-		// Not switched: do nothing rather than act as root in their dir.
-		unix.Setfsuid(0)
-		unix.Setfsgid(0)
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setfsuid %d failed", d.uid)
-	}
-	err := fn()
-	unix.Setfsuid(0)
-	unix.Setfsgid(0)
-	if cur, _ := unix.SetfsuidRetUid(-1); cur != 0 {
-		// The thread keeps the user's identity: let it die with the
-		// goroutine rather than serve anyone else.
-		return err
-	}
-	runtime.UnlockOSThread()
-	return err
-}
+// asOwner runs fn with the filesystem identity of the directory's owner
+// (safefs.As: their uid, gid and groups), so what it creates is theirs and
+// it can do nothing there they could not.
+func (m *lockMirror) asOwner(d lockDir, fn func() error) error { return safefs.As(d.owner, fn) }
 
 // dropOnStop removes the mirror still standing when the guard stops: the
 // child is gone, and with it whatever the home's agent held; a host lock

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/internal/harness"
+	"github.com/caw-dev/caw/internal/safefs"
 	"github.com/caw-dev/caw/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -151,7 +152,7 @@ func newMirrorFixture(t *testing.T, hostDir string, stale time.Duration) *mirror
 			f.mirrorAtSync.Add(1)
 		}
 	}
-	f.m, err = newLockMirror(claudeRefreshLock, stale, fd, userUID, userGID, f.homeDir, hostDir, syncNow, nil)
+	f.m, err = newLockMirror(claudeRefreshLock, stale, fd, safefs.User{UID: userUID, GID: userGID}, f.homeDir, hostDir, syncNow, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
