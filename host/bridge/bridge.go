@@ -338,10 +338,10 @@ func (p *pair) sync(have map[policy.Side]policy.Content, c policy.Cause) {
 }
 
 // recordSynced updates the synced file when both sides now hold the same
-// content.
+// usable content (two missing or unreadable sides hold nothing in common).
 func (p *pair) recordSynced() {
 	k, m := p.mem.Side[Keychain].Seen, p.mem.Side[Mirror].Seen
-	if p.b.o.StateDir == "" || k != m || k == [32]byte{} || (p.hasSynced && k == p.synced) {
+	if p.b.o.StateDir == "" || k != m || !p.mem.Side[Keychain].Prev.State.Usable() || (p.hasSynced && k == p.synced) {
 		return
 	}
 	if err := SaveSynced(p.b.o.StateDir, p.Agent, k); err != nil {
@@ -425,7 +425,12 @@ func (p *pair) syncOnce(have map[policy.Side]policy.Content, c policy.Cause, owe
 		}
 		// The merge kept something of dst's that the winning side lacks:
 		// that side gets the merged document too (not at start-up, when
-		// nothing goes to the Keychain).
+		// nothing goes to the Keychain, nor what the Keychain would refuse
+		// from the mirror).
+		if dst.Other() == Keychain && !p.mem.MayReachHost(src, v[Keychain], now) {
+			p.once("merge refused", 0, "%s: the merged document is not written back to the Keychain: what it keeps of the mirror is refused there (a forged claim or another account)", p.Agent)
+			return dst, false
+		}
 		return dst.Other(), p.write(dst.Other(), src, v[dst.Other()], c)
 	}
 	return policy.NoSide, false

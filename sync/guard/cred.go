@@ -327,7 +327,12 @@ func (c *cred) apply(a policy.Action, v [2]view, m policy.Cause, now time.Time) 
 		}
 		// The merge kept something of dst's that the winning side lacks:
 		// that side gets the merged document too, so both hold both (not
-		// at start-up, when nothing goes to the host).
+		// at start-up, when nothing goes to the host, nor what the host
+		// would refuse from the home).
+		if other(a.Dst) == host && !c.mem.MayReachHost(src.Content, v[host].Content, now) {
+			c.once("merge refused", 0, "%s: the merged document is not written back to the host: what it keeps of the container's copy is refused there (a forged claim or another account)", c.name())
+			return a.Dst, nil
+		}
 		return other(a.Dst), c.write(other(a.Dst), src, v[other(a.Dst)], m)
 	}
 	return anySide, nil

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caw-dev/caw/internal/harness"
+	"github.com/caw-dev/caw/internal/testenv"
 	"github.com/caw-dev/caw/sync/policy"
 	"golang.org/x/sys/unix"
 )
@@ -211,4 +213,41 @@ func TestStuckHostFileDelaysOnlyItself(t *testing.T) {
 	}
 	unix.Flock(int(fh.Fd()), unix.LOCK_UN)
 	waitContent(t, stuck, claudeTok(2))
+}
+
+// TestMergeCarriesNothingRefused: an opencode entry the host refuses (a
+// forged expiry; another account than the host's for that provider) does
+// not reach it inside the merge the guard writes back when the host's own
+// refresh wins: the merge keeps the home's entries for the home only.
+func TestMergeCarriesNothingRefused(t *testing.T) {
+	entry := func(refresh string, expires time.Time, account string) string {
+		return fmt.Sprintf(`{"type":"oauth","refresh":%q,"access":"a-%s","expires":%d,"accountId":%q}`, refresh, refresh, expires.UnixMilli(), account)
+	}
+	anthropic := func(n int) string {
+		return entry(fmt.Sprint("rt-host-", n), time.Now().Add(time.Duration(n)*time.Minute+time.Hour), "me")
+	}
+	for name, c := range map[string]struct{ hostOpenAI, forged string }{
+		"forged expiry": {"", entry("rt-attacker", time.Now().Add(1000*24*time.Hour), "me")},
+		"another account": {`,"openai":` + entry("rt-host-openai", time.Now().Add(10*time.Minute), "me"),
+			entry("rt-attacker", time.Now().Add(30*time.Minute), "attacker")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFx(t)
+			hostFile := f.bind("opencode", ".local/share/opencode/auth.json", fmt.Appendf(nil, `{"anthropic":%s%s}`, anthropic(1), c.hostOpenAI))
+			s := f.sentinel()
+			f.start()
+			homeFile := f.homePath(".local/share/opencode/auth.json")
+			renameOwned(t, homeFile, fmt.Appendf(nil, `{"anthropic":%s,"openai":%s}`, anthropic(1), c.forged), userUID, userGID)
+			s.barrier()
+			time.Sleep(policy.RaceWindow + 100*time.Millisecond) // the host refreshes later
+			writeOwned(t, hostFile, fmt.Appendf(nil, `{"anthropic":%s%s}`, anthropic(2), c.hostOpenAI), hostUID, hostGID, 0o600)
+			testenv.WaitFor(t, "the host's refresh to reach the home", func() bool {
+				return bytes.Contains(readFile(homeFile), []byte("rt-host-2"))
+			})
+			s.barrier()
+			if got := readFile(hostFile); bytes.Contains(got, []byte("rt-attacker")) {
+				t.Fatalf("the refused entry reached the host inside a merge: %s", got)
+			}
+		})
+	}
 }

@@ -202,6 +202,16 @@ func (m *Memory) Saw(s Side, x Content, mine bool) {
 	}
 }
 
+// MayReachHost reports whether x, a merge about to be written back to the
+// host after the host's own content won, passes what any home-to-host
+// write must: plausible claims and the host's account. A merge keeps
+// entries of the losing home copy (opencode's other providers); one the
+// home could not send on its own must not ride along.
+func (m *Memory) MayReachHost(x, host Content, now time.Time) bool {
+	c := agents.Inspect(m.Format, x.Data, now)
+	return c.Implausible == "" && agents.SameAccount(c, agents.Inspect(m.Format, host.Data, now))
+}
+
 // Merge is the content that replaces cur when src wins: src, with what the
 // agent's merge keeps of cur (agents.Merge).
 func (m *Memory) Merge(src, cur Content, now time.Time) Content {
