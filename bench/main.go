@@ -43,8 +43,13 @@ type config struct {
 	tmp     string // scratch dir, removed at the end
 	cawInit string // path of the caw-init under test; "" when it failed to build
 	cawErr  error  // why cawInit is ""
-	self    string // this binary, re-executed for helper modes
-	verbose bool
+	// baseline is another caw-init binary (an earlier commit) measured in
+	// the same run as cawInit in the start and sync rows: same-run ratios
+	// are what survive the machine's drift between runs.
+	baseline      string
+	baselineFlags []string // the sync flags the baseline accepts
+	self          string   // this binary, re-executed for helper modes
+	verbose       bool
 
 	startN    int           // runs per subject for the start-up row
 	orphans   int           // orphans per reaping run
@@ -70,14 +75,15 @@ func main() {
 	loginCycles := flag.Int("logins-cycles", 0, "token expiry cycles of the logins rows (default 500, --quick 3)")
 	traceDir := flag.String("logins-trace", "", "logins: keep the agents' traces and the guards' -vv logs in this directory")
 	loginAgents := flag.String("logins-agents", "claude,codex,gemini,opencode", "logins: the agents to run")
+	baseline := flag.String("baseline", "", "start and sync rows: also measure this caw-init binary (say, an earlier commit's), rounds interleaved with the one under test")
 	flag.Parse()
-	if err := run(*quick, *cawInit, *only, *verbose, *loginCycles, *traceDir, *loginAgents); err != nil {
+	if err := run(*quick, *cawInit, *only, *verbose, *loginCycles, *traceDir, *loginAgents, *baseline); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceDir, loginAgents string) error {
+func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceDir, loginAgents, baseline string) error {
 	cfg := &config{quick: quick, verbose: verbose,
 		startN: 1000, orphans: 10000, reapReps: 5, syncN: 1000, fanRounds: 200, fanSizes: []int{1, 8, 64}, idle: 60 * time.Second,
 		loginCycles: 500}
@@ -105,6 +111,12 @@ func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceD
 	cfg.cawInit = cawInit
 	if cawInit == "" {
 		cfg.cawInit, cfg.cawErr = buildCawInit(cfg.tmp)
+	}
+	if baseline != "" {
+		if cfg.baseline, err = filepath.Abs(baseline); err != nil {
+			return err
+		}
+		cfg.baselineFlags = acceptedFlags(cfg.baseline, syncBenchFlags)
 	}
 
 	mode := "full"
@@ -158,6 +170,16 @@ func run(quick bool, cawInit, only string, verbose bool, loginCycles int, traceD
 	}
 	t.Note("reproduce: go run ./bench%s (as root, on an otherwise idle machine)", map[bool]string{true: " --quick", false: ""}[quick])
 	return t.Write(os.Stdout)
+}
+
+// acceptedFlags is flags if bin accepts them (an older caw-init may not
+// know a flag the bench passes), else nothing.
+func acceptedFlags(bin string, flags []string) []string {
+	args := append(append([]string{}, flags...), "--version")
+	if exec.Command(bin, args...).Run() != nil {
+		return nil
+	}
+	return flags
 }
 
 func (c *config) logf(format string, args ...any) {

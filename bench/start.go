@@ -49,6 +49,9 @@ func benchStart(cfg *config, t *Table) error {
 		// without caw's mounts.
 		subjects = append(subjects, subject{"caw-init", []string{cfg.cawInit, "--auth-dir", filepath.Join(cfg.tmp, "no-staging"), "--", truePath}})
 	}
+	if cfg.baseline != "" {
+		subjects = append(subjects, subject{baselineName, []string{cfg.baseline, "--auth-dir", filepath.Join(cfg.tmp, "no-staging"), "--", truePath}})
+	}
 	for _, m := range missing {
 		t.Note("start: %s", m)
 	}
@@ -70,12 +73,18 @@ func benchStart(cfg *config, t *Table) error {
 			}
 		}
 	}
-	var tini Sample
+	var tini, cawInit, base Sample
 	for j, s := range subjects {
-		if s.name == "tini" {
+		switch s.name {
+		case "tini":
 			tini = samples[j]
+		case "caw-init":
+			cawInit = samples[j]
+		case baselineName:
+			base = samples[j]
 		}
 	}
+	noteBaseline(t, "start", cawInit, base)
 	for j, s := range subjects {
 		r := Row{Subject: s.name, N: fmt.Sprint(len(samples[j])), Median: fmtDur(samples[j].Median()), P99: fmtDur(samples[j].P99())}
 		if j == 0 {

@@ -40,6 +40,9 @@ func guards(cfg *config, t *Table, withPeers bool) ([]*guardSubject, error) {
 	if !withPeers {
 		return gs, nil
 	}
+	if cfg.baseline != "" {
+		gs = append(gs, &guardSubject{name: baselineName, argv: harness.CawInit(cfg.baseline, cfg.baselineFlags...)})
+	}
 	if _, err := peerInotify.path(); err == nil {
 		script := filepath.Join(cfg.tmp, "shellguard.sh")
 		if err := os.WriteFile(script, shellGuard, 0o755); err != nil {
@@ -223,15 +226,20 @@ func benchSync(cfg *config, t *Table) error {
 				time.Sleep(settle(d))
 			}
 		}
-		var shell, floor Sample
+		var shell, floor, cawInit, base Sample
 		for j, g := range subj {
 			switch g.name {
 			case "shell guard":
 				shell = samples[j]
 			case "floor (bare inotify copier)":
 				floor = samples[j]
+			case "caw-init":
+				cawInit = samples[j]
+			case baselineName:
+				base = samples[j]
 			}
 		}
+		noteBaseline(t, s.label, cawInit, base)
 		for j, g := range subj {
 			r := Row{Subject: g.name, N: fmt.Sprint(len(samples[j])), Median: fmtDur(samples[j].Median()), P99: fmtDur(samples[j].P99())}
 			if g.strategy == harness.BindDir {

@@ -95,3 +95,17 @@ func verdict(goal string, ok bool) string {
 	}
 	return goal + ": MISSED"
 }
+
+// baselineName is the subject --baseline adds.
+const baselineName = "caw-init baseline"
+
+// noteBaseline says how the caw-init under test compares with the baseline
+// measured in the same run, when there is one.
+func noteBaseline(t *Table, label string, cawInit, base Sample) {
+	if len(cawInit) == 0 || len(base) == 0 {
+		return
+	}
+	t.Note("%s: caw-init p50 %s the baseline's (%s vs %s), p99 %s vs %s", label,
+		ratio(float64(cawInit.Median()), float64(base.Median())), fmtDur(cawInit.Median()), fmtDur(base.Median()),
+		fmtDur(cawInit.P99()), fmtDur(base.P99()))
+}
