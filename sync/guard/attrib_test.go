@@ -9,7 +9,6 @@ package guard
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caw-dev/caw/internal/harness"
 	"github.com/caw-dev/caw/manifest"
 )
 
@@ -28,7 +28,7 @@ import (
 // process of its own. Stopping it (at cleanup) flushes and closes it.
 type procGuard struct {
 	stdin    io.WriteCloser
-	stderr   bytes.Buffer // read only once stopped
+	stderr   harness.SyncBuffer
 	cmd      *exec.Cmd
 	stopOnce sync.Once
 }
@@ -51,6 +51,17 @@ func (g *procGuard) stop(t testing.TB) string {
 		}
 	})
 	return g.stderr.String()
+}
+
+// waitLog waits until the guard has logged want: a barrier on another
+// credential does not say that this one's worker is done.
+func (g *procGuard) waitLog(t testing.TB, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(g.stderr.String(), want); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the guard never logged %q:\n%s", want, g.stderr.String())
+		}
+	}
 }
 
 func (f *fx) startAsUser() *procGuard { return f.startProc(true) }
@@ -178,7 +189,7 @@ func TestAttribRetriesUnwritableHost(t *testing.T) {
 	assertContent(t, homeFile, claudeTok(1))
 
 	renameOwned(t, homeFile, claudeTok(2), userUID, userGID)
-	s.barrier()
+	g.waitLog(t, "not writable by the guard (uid 1000)")
 	assertContent(t, hostFile, claudeTok(1))
 
 	if err := os.Chown(hostFile, userUID, userGID); err != nil {
@@ -190,9 +201,7 @@ func TestAttribRetriesUnwritableHost(t *testing.T) {
 	renameOwned(t, homeFile, claudeTok(3), userUID, userGID)
 	waitContent(t, hostFile, claudeTok(3))
 	s.barrier()
-	if got := g.stop(t); !strings.Contains(got, "not writable by the guard (uid 1000)") {
-		t.Fatalf("the unwritable host file was not reported:\n%s", got)
-	}
+	g.stop(t)
 }
 
 // TestAttribUnreadableBindFile: a file bind mount the guard cannot read
