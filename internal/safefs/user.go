@@ -32,8 +32,7 @@ type User struct {
 // while the goroutine is locked come from its clean template thread, not
 // from this one. When caw-init is not root, or already is u, fn runs as is.
 func As(u User, fn func() error) error {
-	euid := unix.Geteuid()
-	if euid != 0 || u.UID == 0 {
+	if self().euid != 0 || u.UID == 0 {
 		return fn()
 	}
 	saved, err := rootGroups()
@@ -57,6 +56,12 @@ func As(u User, fn func() error) error {
 // rootGroups are caw-init's own supplementary groups, read once: nothing
 // changes them for the process (only As, per thread, and back).
 var rootGroups = sync.OnceValues(unix.Getgroups)
+
+// self is caw-init's own effective ids, read once for the same reason (it
+// never changes its own ids: the command gets the user's in its child).
+var self = sync.OnceValue(func() struct{ euid, egid int } {
+	return struct{ euid, egid int }{unix.Geteuid(), unix.Getegid()}
+})
 
 var errIdentity = errors.New("cannot take the user's filesystem identity")
 
@@ -87,7 +92,7 @@ func fsgid() int { id, _ := unix.SetfsgidRetGid(-1); return id }
 
 // leave restores root's filesystem identity and reports whether it did.
 func leave(saved []int) bool {
-	egid := unix.Getegid()
+	egid := self().egid
 	unix.SetfsuidRetUid(0)
 	unix.SetfsgidRetGid(egid)
 	return fsuid() == 0 && fsgid() == egid && setgroupsThread(saved) == nil

@@ -85,7 +85,10 @@ var (
 // homeFS is the guard's view of the user's home: every method runs as the
 // user (rule 0).
 type homeFS struct {
-	root     *os.Root
+	root *os.Root
+	// top is the home directory itself (the root's), the base of openDir's
+	// openat2.
+	top      *os.File
 	dir      string // absolute path, for messages and inotify
 	uid, gid int
 	user     safefs.User
@@ -122,7 +125,12 @@ func openHome(dir string, u safefs.User) (*homeFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open home %s: %w", dir, err)
 	}
-	return &homeFS{root: r, dir: dir, uid: uid, gid: gid, user: u, spares: map[string]*spare{}}, nil
+	top, err := r.OpenFile(".", os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("open home %s: %w", dir, err)
+	}
+	return &homeFS{root: r, top: top, dir: dir, uid: uid, gid: gid, user: u, spares: map[string]*spare{}}, nil
 }
 
 func (h *homeFS) close() error {
@@ -136,6 +144,7 @@ func (h *homeFS) close() error {
 		}
 		return nil
 	})
+	h.top.Close()
 	return h.root.Close()
 }
 
@@ -153,18 +162,28 @@ func chownDirNoFollow(dirfd int, name string, uid, gid int) error {
 }
 
 // openDir opens the directory holding rel (resolved inside the home) and
-// returns it with rel's base name.
-func (h *homeFS) openDir(rel string) (*os.File, string, error) {
+// returns its descriptor with rel's base name. A path without symlinks,
+// the usual one, takes one openat2 beneath the home; one through a
+// symlink (ELOOP), or a kernel without openat2, is resolved by os.Root,
+// which follows a symlink only while it stays inside the home. Either way
+// the caller's identity (the user's) does the lookups.
+func (h *homeFS) openDir(rel string) (int, string, error) {
 	dir, base := path.Split(rel)
 	dir = strings.TrimSuffix(dir, "/")
 	if dir == "" {
 		dir = "."
 	}
+	fd, err := safefs.Beneath(int(h.top.Fd()), dir, unix.O_RDONLY|unix.O_DIRECTORY, false)
+	if err == nil || !errors.Is(err, unix.ELOOP) && !errors.Is(err, safefs.ErrNoOpenat2) {
+		return fd, base, err
+	}
 	d, err := h.root.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return nil, "", err
+		return -1, "", err
 	}
-	return d, base, nil
+	defer d.Close()
+	fd, err = unix.FcntlInt(d.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	return fd, base, err
 }
 
 // mkdirParents creates rel's missing parent directories, mode 0700, as the
@@ -211,8 +230,8 @@ func (h *homeFS) readAsUser(rel string) ([]byte, error) {
 		}
 		return nil, &hostileError{Path: rel, Why: "parent directory: " + err.Error()}
 	}
-	defer d.Close()
-	return readAt(int(d.Fd()), base, rel, h.uid)
+	defer unix.Close(d)
+	return readAt(d, base, rel, h.uid)
 }
 
 // replace atomically sets rel's content: a temp file created O_EXCL beside
@@ -232,12 +251,11 @@ func (h *homeFS) replace(rel string, data []byte, perm fs.FileMode, still func(c
 }
 
 func (h *homeFS) replaceAsUser(rel string, data []byte, perm fs.FileMode, still func(cur []byte, err error) bool, prefer preferFunc) (kept string, err error) {
-	d, base, err := h.openDir(rel)
+	dirfd, base, err := h.openDir(rel)
 	if err != nil {
 		return "", fmt.Errorf("write %s in home: %w", rel, err)
 	}
-	defer d.Close()
-	dirfd := int(d.Fd())
+	defer unix.Close(dirfd)
 	tmp := h.takeSpare(rel, dirfd)
 	if tmp == nil {
 		if tmp, err = createTemp(dirfd, base); err != nil {
@@ -364,8 +382,8 @@ func (h *homeFS) recheck(rel, kept string, was [32]byte, mine []byte, prefer pre
 		if err != nil {
 			return nil
 		}
-		defer d.Close()
-		changed = recheckAt(int(d.Fd()), kept, base, h.uid, was, mine, prefer)
+		defer unix.Close(d)
+		changed = recheckAt(d, kept, base, h.uid, was, mine, prefer)
 		return nil
 	})
 	return changed
@@ -374,10 +392,11 @@ func (h *homeFS) recheck(rel, kept string, was [32]byte, mine []byte, prefer pre
 // removeStaleTemps deletes temp files a killed guard left beside rel.
 func (h *homeFS) removeStaleTemps(rel string) {
 	h.as(func() error {
-		d, base, err := h.openDir(rel)
+		fd, base, err := h.openDir(rel)
 		if err != nil {
 			return nil
 		}
+		d := os.NewFile(uintptr(fd), rel)
 		defer d.Close()
 		removeTemps(d, base, 0)
 		return nil

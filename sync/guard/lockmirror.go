@@ -216,12 +216,8 @@ func (g *Guard) startLockMirror(c *cred) *lockMirror {
 	}
 	var homeFd int
 	err := g.home.as(func() error {
-		hd, _, err := g.home.openDir(e.ContainerTarget)
-		if err != nil {
-			return err
-		}
-		defer hd.Close()
-		homeFd, err = unix.Dup(int(hd.Fd()))
+		var err error
+		homeFd, _, err = g.home.openDir(e.ContainerTarget)
 		return err
 	})
 	if err != nil {
