@@ -77,6 +77,19 @@ type Status struct {
 	Fresh time.Time
 }
 
+// At is the status the same content has at now: Classify(data, now) for
+// the s that Classify(data, t) gave at any other time t. Only a usable
+// token's expiry depends on the time, so a caller that classified content
+// once need not decode it again to know whether it has expired since.
+func (s Status) At(now time.Time) Status {
+	if !s.State.Usable() || s.Expiry.IsZero() {
+		return s
+	}
+	st := byExpiry(s.Expiry, now)
+	st.Fresh = s.Fresh
+	return st
+}
+
 // Compare orders two statuses by how much caw should prefer them: -1 if a is
 // worse than b, +1 if better, 0 if neither wins (then the most recent change
 // wins, which the caller knows and this package does not). A usable
@@ -146,22 +159,34 @@ func Duration(d time.Duration) string {
 // Format is one credential file format.
 type Format struct {
 	Name string
-	// Classify reads a credential's whole content. It must not panic on any
-	// input (it is fuzzed), and never reports Missing.
-	Classify func(data []byte, now time.Time) Status
+	// classify reads a credential's content, decoded as one JSON object.
+	// It must not panic on any object (it is fuzzed), and never reports
+	// Missing.
+	classify func(doc obj, now time.Time) Status
 }
 
 // Classify classifies data with the named format; an unknown format name
 // gives Invalid for non-empty content, so nothing unknown ever propagates.
 func Classify(format string, data []byte, now time.Time) Status {
+	st, _ := classify(format, data, now)
+	return st
+}
+
+// classify is Classify, with the decoded document (nil when data is not
+// one JSON object).
+func classify(format string, data []byte, now time.Time) (Status, obj) {
 	if isBlank(data) {
-		return Status{State: Empty}
+		return Status{State: Empty}, nil
 	}
 	f, ok := formats[format]
 	if !ok {
-		return Status{State: Invalid}
+		return Status{State: Invalid}, nil
 	}
-	return f.Classify(data, now)
+	doc, ok := decodeObject(data)
+	if !ok {
+		return Status{State: Invalid}, nil
+	}
+	return f.classify(doc, now), doc
 }
 
 // FormatNames lists the known credential formats.

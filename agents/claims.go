@@ -39,6 +39,12 @@ func SameAccount(a, b Claims) bool {
 // Inspect reads the claims of a credential's content; content that is not
 // a usable credential claims nothing.
 func Inspect(format string, data []byte, now time.Time) Claims {
+	doc, _ := decodeObject(data)
+	return inspect(format, doc, now)
+}
+
+// inspect is Inspect on the decoded document (nil: not one JSON object).
+func inspect(format string, doc obj, now time.Time) Claims {
 	a, ok := agentByFormat(format)
 	if !ok {
 		return Claims{}
@@ -54,16 +60,13 @@ func Inspect(format string, data []byte, now time.Time) Claims {
 	var c Claims
 	switch format {
 	case "claude":
-		doc, _ := decodeObject(data)
 		o, _ := doc.object("claudeAiOauth")
 		exp, _, _ := o.integer("expiresAt")
 		c.Implausible = beyond("expiresAt", millis(exp), a.Lifetime)
 	case "gemini":
-		doc, _ := decodeObject(data)
 		exp, _, _ := doc.num("expiry_date")
 		c.Implausible = beyond("expiry_date", millis(int64(exp)), a.Lifetime)
 	case "codex":
-		doc, _ := decodeObject(data)
 		t, _ := doc.object("tokens")
 		access, _, _ := t.str("access_token")
 		c.Implausible = beyond("the access token's exp", jwtExpiry(access), a.Lifetime)
@@ -82,14 +85,14 @@ func Inspect(format string, data []byte, now time.Time) Claims {
 			c.Accounts = map[string]string{"": acct}
 		}
 	case "opencode":
-		doc, _ := opencodeEntries(data)
-		names := make([]string, 0, len(doc))
-		for name := range doc {
+		entries, _ := opencodeEntries(doc)
+		names := make([]string, 0, len(entries))
+		for name := range entries {
 			names = append(names, name)
 		}
 		sort.Strings(names) // the same report every time
 		for _, name := range names {
-			p := doc[name]
+			p := entries[name]
 			if p.Type != "oauth" {
 				continue
 			}

@@ -9,10 +9,10 @@ import (
 )
 
 var formats = map[string]Format{
-	"claude":   {Name: "claude", Classify: classifyClaude},
-	"codex":    {Name: "codex", Classify: classifyCodex},
-	"gemini":   {Name: "gemini", Classify: classifyGemini},
-	"opencode": {Name: "opencode", Classify: classifyOpencode},
+	"claude":   {Name: "claude", classify: classifyClaude},
+	"codex":    {Name: "codex", classify: classifyCodex},
+	"gemini":   {Name: "gemini", classify: classifyGemini},
+	"opencode": {Name: "opencode", classify: classifyOpencode},
 }
 
 // obj is one JSON object's members as the agents' own parsers see them:
@@ -80,7 +80,8 @@ func (o obj) integer(key string) (n int64, present, ok bool) {
 
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
 
-// byExpiry classifies a token that expires at exp (zero: unknown).
+// byExpiry classifies a token that expires at exp (zero: unknown). It is
+// the only way a classification depends on the time (see Status.At).
 func byExpiry(exp, now time.Time) Status {
 	if !exp.IsZero() && !exp.After(now) {
 		return Status{State: Expired, Expiry: exp, Fresh: exp}
@@ -97,11 +98,7 @@ func millis(ms int64) time.Time {
 
 // classifyClaude reads Claude Code's .credentials.json:
 // {"claudeAiOauth":{"accessToken","refreshToken","expiresAt"(ms),...},...}.
-func classifyClaude(data []byte, now time.Time) Status {
-	doc, ok := decodeObject(data)
-	if !ok {
-		return Status{State: Invalid}
-	}
+func classifyClaude(doc obj, now time.Time) Status {
 	o, ok := doc.object("claudeAiOauth")
 	if !ok {
 		return Status{State: Invalid}
@@ -127,11 +124,7 @@ func classifyClaude(data []byte, now time.Time) Status {
 // last_refresh. A file holding only an API key is valid and never expires.
 // A tokens object with either token is a login (an access token alone
 // works until it expires, a refresh token alone gets a new one).
-func classifyCodex(data []byte, now time.Time) Status {
-	doc, ok := decodeObject(data)
-	if !ok {
-		return Status{State: Invalid}
-	}
+func classifyCodex(doc obj, now time.Time) Status {
 	last, _, okL := doc.str("last_refresh")
 	key, hasKey, okK := doc.str("OPENAI_API_KEY")
 	if !okL || !okK {
@@ -195,11 +188,7 @@ func jwtExpiry(tok string) time.Time {
 
 // classifyGemini reads Gemini CLI's oauth_creds.json (google-auth
 // Credentials): access_token, refresh_token, expiry_date (ms), ...
-func classifyGemini(data []byte, now time.Time) Status {
-	doc, ok := decodeObject(data)
-	if !ok {
-		return Status{State: Invalid}
-	}
+func classifyGemini(doc obj, now time.Time) Status {
 	access, _, okA := doc.str("access_token")
 	refresh, _, okR := doc.str("refresh_token")
 	exp, _, okE := doc.num("expiry_date")
@@ -221,11 +210,10 @@ type opencodeEntry struct {
 	Expires                               int64
 }
 
-// opencodeEntries decodes opencode's auth.json by provider; ok is false
-// when it is not such a map.
-func opencodeEntries(data []byte) (map[string]opencodeEntry, bool) {
-	doc, ok := decodeObject(data)
-	if !ok {
+// opencodeEntries reads opencode's auth.json, decoded, by provider; ok is
+// false when it is not such a map.
+func opencodeEntries(doc obj) (map[string]opencodeEntry, bool) {
+	if doc == nil {
 		return nil, false
 	}
 	out := make(map[string]opencodeEntry, len(doc))
@@ -259,8 +247,8 @@ func opencodeEntries(data []byte) (map[string]opencodeEntry, bool) {
 // {"type":"oauth","refresh","access","expires"(ms)} or {"type":"api","key"}.
 // Its freshness is the latest expiry over its OAuth providers; it is expired
 // when every OAuth provider is.
-func classifyOpencode(data []byte, now time.Time) Status {
-	doc, ok := opencodeEntries(data)
+func classifyOpencode(top obj, now time.Time) Status {
+	doc, ok := opencodeEntries(top)
 	if !ok {
 		return Status{State: Invalid}
 	}

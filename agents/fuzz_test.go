@@ -3,6 +3,7 @@ package agents
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -41,6 +42,17 @@ func fuzzClassify(f *testing.F, format string, seeds ...string) {
 			t.Fatal("Compare(s, s) != 0")
 		}
 		_ = st.Describe(now)
+		// One decode tells what Classify and Inspect do.
+		f := Examine(format, data, now)
+		if f.Status != st || !reflect.DeepEqual(f.Claims, Inspect(format, data, now)) {
+			t.Fatalf("Examine %+v, want %+v and %+v", f, st, Inspect(format, data, now))
+		}
+		// A status brought to another time is the classification then.
+		for _, d := range []time.Duration{-48 * time.Hour, -time.Second, time.Second, time.Hour, 400 * 24 * time.Hour} {
+			if later := Classify(format, data, now.Add(d)); st.At(now.Add(d)) != later {
+				t.Fatalf("At(now%+v) = %+v, Classify then %+v", d, st.At(now.Add(d)), later)
+			}
+		}
 	})
 }
 

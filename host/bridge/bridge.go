@@ -257,7 +257,7 @@ func (p *pair) readKeychain() (policy.Content, bool) {
 	if err != nil {
 		return absent(agents.Missing), true
 	}
-	return policy.Read(p.Format, data, time.Now()), true
+	return p.mem.Read(data, time.Now()), true
 }
 
 func (p *pair) keychainFailed(err error, what string) {
@@ -286,7 +286,7 @@ func (p *pair) readMirror() policy.Content {
 		p.once("mirror "+err.Error(), 0, "%s: cannot read the mirror: %v", p.Agent, err)
 		return absent(agents.Invalid)
 	}
-	return policy.Read(p.Format, data, time.Now())
+	return p.mem.Read(data, time.Now())
 }
 
 // onMirror handles an event on the mirror. Most are the bridge's own

@@ -199,7 +199,7 @@ func (c *cred) read(s side) view {
 // content that could not be read).
 func (c *cred) classify(v *view) {
 	if !v.classified {
-		v.St = agents.Classify(c.mem.Format, v.Data, time.Now())
+		v.St = c.mem.Classify(v.Data, v.Sum, time.Now())
 		v.classified = true
 	}
 }

@@ -32,6 +32,52 @@ func Read(format string, data []byte, now time.Time) Content {
 	return Content{Data: data, St: agents.Classify(format, data, now), Sum: Sum(data)}
 }
 
+// Read is data classified in m's format and hashed, as Read does; content
+// m has classified before is not decoded again.
+func (m *Memory) Read(data []byte, now time.Time) Content {
+	x := Content{Data: data, Sum: Sum(data)}
+	x.St = m.Classify(data, x.Sum, now)
+	return x
+}
+
+// Classify is agents.Classify(m.Format, data, now) for data whose Sum is
+// sum, remembered with the content's claims (agents.Examine decodes it once
+// for both): a status worked out before is brought to now
+// (agents.Status.At), which is exact.
+func (m *Memory) Classify(data []byte, sum [32]byte, now time.Time) agents.Status {
+	return m.examine(data, sum, now).Status.At(now)
+}
+
+func (m *Memory) examine(data []byte, sum [32]byte, now time.Time) *facts {
+	if f := m.lookup(sum); f != nil {
+		return f
+	}
+	f := &m.facts[m.factsN%len(m.facts)]
+	*f = facts{sum: sum, Facts: agents.Examine(m.Format, data, now), at: now}
+	m.factsN++
+	return f
+}
+
+// claims is agents.Inspect(m.Format, x.Data, now), remembered. Claims found
+// plausible stay so as time goes on (the limit, now plus a lifetime, only
+// grows); implausible ones, or a clock gone back, are inspected again.
+func (m *Memory) claims(x Content, now time.Time) agents.Claims {
+	f := m.examine(x.Data, x.Sum, now)
+	if f.Claims.Implausible != "" || now.Before(f.at) {
+		f.Claims, f.at = agents.Inspect(m.Format, x.Data, now), now
+	}
+	return f.Claims
+}
+
+func (m *Memory) lookup(sum [32]byte) *facts {
+	for i := range min(m.factsN, len(m.facts)) {
+		if m.facts[i].sum == sum {
+			return &m.facts[i]
+		}
+	}
+	return nil
+}
+
 // NoSide is no side (Memory.Input's owed).
 const NoSide Side = -1
 
@@ -64,6 +110,19 @@ type Memory struct {
 	history     [64]histEntry
 	histN       int
 	staleBefore int
+
+	// facts holds what Classify and the claims learnt of the last few
+	// contents, by Sum: a sync sees the content it wrote the round before
+	// again (the side it went to), and a merge sees both once more.
+	facts  [4]facts
+	factsN int
+}
+
+// facts is what one content was found to be (agents.Examine), at at.
+type facts struct {
+	sum [32]byte
+	agents.Facts
+	at time.Time
 }
 
 // SideMemory is what Memory remembers of one side.
@@ -126,9 +185,9 @@ func (m *Memory) Input(c Cause, now time.Time, v [2]Content, owed Side) Input {
 	// Claims matter only for content that may go to the host: the home's,
 	// and the host's account when the home's names one.
 	if v[Home].St.State.Usable() {
-		in.Side[Home].Claims = agents.Inspect(m.Format, v[Home].Data, now)
+		in.Side[Home].Claims = m.claims(v[Home], now)
 		if len(in.Side[Home].Claims.Accounts) > 0 && v[Host].St.State.Usable() {
-			in.Side[Host].Claims = agents.Inspect(m.Format, v[Host].Data, now)
+			in.Side[Host].Claims = m.claims(v[Host], now)
 		}
 	}
 	return in
@@ -208,18 +267,21 @@ func (m *Memory) Saw(s Side, x Content, mine bool) {
 // entries of the losing home copy (opencode's other providers); one the
 // home could not send on its own must not ride along.
 func (m *Memory) MayReachHost(x, host Content, now time.Time) bool {
-	c := agents.Inspect(m.Format, x.Data, now)
-	return c.Implausible == "" && agents.SameAccount(c, agents.Inspect(m.Format, host.Data, now))
+	c := m.claims(x, now)
+	return c.Implausible == "" && agents.SameAccount(c, m.claims(host, now))
 }
 
 // Merge is the content that replaces cur when src wins: src, with what the
 // agent's merge keeps of cur (agents.Merge).
 func (m *Memory) Merge(src, cur Content, now time.Time) Content {
+	if !agents.MergeNeeded(m.Format, m.examine(src.Data, src.Sum, now).Facts, m.examine(cur.Data, cur.Sum, now).Facts) {
+		return src
+	}
 	data := agents.Merge(m.Format, src.Data, cur.Data)
 	if string(data) == string(src.Data) {
 		return src
 	}
-	x := Read(m.Format, data, now)
+	x := m.Read(data, now)
 	if !x.St.State.Usable() {
 		return src // never: a merge only adds members
 	}

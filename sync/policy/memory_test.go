@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func (d *duo) content(s Side) Content {
 	if d.data[s] == nil {
 		return Content{St: agents.Status{State: agents.Missing}, Sum: Unreadable(agents.Missing)}
 	}
-	return Read(d.m.Format, d.data[s], d.now)
+	return d.m.Read(d.data[s], d.now)
 }
 
 // startedWith is a duo of format whose sides both held data at start-up.
@@ -241,5 +242,41 @@ func TestMemoryMerge(t *testing.T) {
 	}
 	if same := m.Merge(win, win, t0); same.Sum != win.Sum {
 		t.Fatal("a merge with nothing to keep changed the content")
+	}
+}
+
+// TestMemoryRemembersExactly: what Memory remembers of content it has
+// classified answers as a fresh decode would, whatever the time: an expiry
+// passed since, a claim that has become plausible, a clock gone back.
+func TestMemoryRemembersExactly(t *testing.T) {
+	m := Memory{Format: "claude"}
+	a := claude("a", time.Hour)
+	far := claude("far", 9*time.Hour) // beyond 8 h plus the 30 min margin at t0
+	for _, at := range []time.Duration{0, 2 * time.Hour, time.Minute, 30 * time.Minute, -time.Hour, 3 * time.Hour} {
+		now := t0.Add(at)
+		for _, data := range [][]byte{a, far} {
+			x := m.Read(data, now)
+			if want := agents.Classify("claude", data, now); x.St != want {
+				t.Errorf("%v: status %+v, want %+v", at, x.St, want)
+			}
+			if got, want := m.claims(x, now), agents.Inspect("claude", data, now); got.Implausible != want.Implausible {
+				t.Errorf("%v: claims %q, want %q", at, got.Implausible, want.Implausible)
+			}
+		}
+	}
+}
+
+// TestMergeSkipsOnlyWhatKeepsNothing: a merge that keeps nothing of the
+// loser returns the winner as is; one that keeps an MCP login still merges.
+func TestMergeSkipsOnlyWhatKeepsNothing(t *testing.T) {
+	m := Memory{Format: "claude"}
+	win := m.Read(claude("win", 2*time.Hour), t0)
+	if got := m.Merge(win, m.Read(claude("lose", time.Hour), t0), t0); got.Sum != win.Sum {
+		t.Errorf("merge of equal shapes changed the winner: %s", got.Data)
+	}
+	lose := m.Read([]byte(`{"claudeAiOauth":{"accessToken":"x","refreshToken":"y","expiresAt":1},"mcpOAuth":{"srv":{"accessToken":"mcp"}}}`), t0)
+	got := m.Merge(win, lose, t0)
+	if got.Sum == win.Sum || !got.St.State.Usable() || !bytes.Contains(got.Data, []byte(`"mcpOAuth"`)) {
+		t.Errorf("the MCP login was lost: %s (%v)", got.Data, got.St)
 	}
 }
