@@ -3,6 +3,7 @@ package guard
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,5 +219,31 @@ func TestAttackFlippingSymlink(t *testing.T) {
 		a.n++
 		writeOwned(t, a.hostFile, claudeTok(a.n), hostUID, hostGID, 0o600)
 		waitContent(t, a.homeFile, claudeTok(a.n))
+	}
+}
+
+// TestHostPathOvermounted: the guard reaches a bind-mounted host file by
+// its path in the staging dir (cheaper than reopening its descriptor
+// through /proc), but only where the descriptor's inode is: a file mounted
+// over that path after start (what only root could do) is reported and
+// never written, and the host file keeps its content.
+func TestHostPathOvermounted(t *testing.T) {
+	f := newFx(t)
+	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
+	f.start()
+	home := f.homePath(".claude/.credentials.json")
+	assertContent(t, home, claudeTok(1))
+
+	decoy := filepath.Join(f.dir, "decoy.json")
+	writeOwned(t, decoy, claudeTok(9), 0, 0, 0o600)
+	mount(t, decoy, filepath.Join(f.auth, "claude", "cred.json"))
+	renameOwned(t, home, claudeTok(2), userUID, userGID)
+	f.waitIdle()
+	time.Sleep(100 * time.Millisecond)
+	f.waitIdle()
+	assertContent(t, decoy, claudeTok(9))
+	assertContent(t, hostFile, claudeTok(1))
+	if got := f.log.String(); !strings.Contains(got, "is no longer the file mounted at start") {
+		t.Fatalf("the other file was not reported:\n%s", got)
 	}
 }

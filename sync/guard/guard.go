@@ -232,7 +232,7 @@ func (g *Guard) setup(e manifest.Entry) (*cred, string) {
 				e.Agent, e.ContainerTarget)
 			return nil, NotSyncedHostMissing
 		}
-		c.host = newBindFile(m, mount)
+		c.host = newBindFile(m, int(g.auth.Fd()), e.MountSrc(), mount)
 	}
 	if err := g.home.mkdirParents(e.ContainerTarget); err != nil {
 		g.logf(0, "%s: not synced: %v", c.name(), err)
