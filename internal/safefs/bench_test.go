@@ -5,11 +5,10 @@ package safefs
 import "testing"
 
 // BenchmarkAs is the cost of taking the user's filesystem identity and
-// giving it back (setgroups, setfsgid and setfsuid, each checked, and
-// back): what every access to the home adds to a sync. 11.3 us here
-// (14.0 us when each change was checked by repeating it, which costs the
-// kernel a credentials copy; setfsuid(-1) only reads), against 5 us to
-// parse a credential (docs/FIGURES.md).
+// giving it back (setfsgid and setfsuid, each checked, and back; setgroups
+// only when the thread does not hold the user's groups yet): what every
+// access to the home adds to a sync. On 2026-12-06 here: 17.9 us with
+// setgroups each way, 14.1 us without (docs/FIGURES.md).
 //
 //	go test -run '^$' -bench As ./internal/safefs/
 func BenchmarkAs(b *testing.B) {

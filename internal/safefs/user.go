@@ -5,6 +5,7 @@ package safefs
 import (
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 	"unsafe"
 
@@ -26,6 +27,12 @@ type User struct {
 // rest from the effective set when the fsuid leaves 0), so every permission
 // check, every owner of a new file, is the user's.
 //
+// Back to root, the thread keeps u's supplementary groups, and the next As
+// for u on it skips setgroups (of the system calls here, the dearest: a
+// new group list and a credentials copy each way). Root's own access does
+// not depend on its supplementary groups: its capabilities override every
+// permission check that could consult them, and new files take the fsgid.
+//
 // The goroutine stays locked to its thread until root's identity is back;
 // if it cannot be restored the thread is never unlocked, so it exits with
 // the goroutine instead of serving another one. Threads the runtime starts
@@ -35,27 +42,19 @@ func As(u User, fn func() error) error {
 	if self().euid != 0 || u.UID == 0 {
 		return fn()
 	}
-	saved, err := rootGroups()
-	if err != nil {
-		return err
-	}
 	runtime.LockOSThread()
 	if err := enter(u); err != nil {
-		if leave(saved) {
+		if leave() {
 			runtime.UnlockOSThread()
 		}
 		return err
 	}
-	err = fn()
-	if leave(saved) {
+	err := fn()
+	if leave() {
 		runtime.UnlockOSThread()
 	}
 	return err
 }
-
-// rootGroups are caw-init's own supplementary groups, read once: nothing
-// changes them for the process (only As, per thread, and back).
-var rootGroups = sync.OnceValues(unix.Getgroups)
 
 // self is caw-init's own effective ids, read once for the same reason (it
 // never changes its own ids: the command gets the user's in its child).
@@ -70,8 +69,10 @@ func enter(u User) error {
 	if len(groups) == 0 {
 		groups = []int{u.GID}
 	}
-	if err := setgroupsThread(groups); err != nil {
-		return err
+	if !threadHas(groups) {
+		if err := setgroupsThread(groups); err != nil {
+			return err
+		}
 	}
 	unix.SetfsgidRetGid(u.GID)
 	if fsgid() != u.GID {
@@ -90,12 +91,29 @@ func enter(u User) error {
 func fsuid() int { id, _ := unix.SetfsuidRetUid(-1); return id }
 func fsgid() int { id, _ := unix.SetfsgidRetGid(-1); return id }
 
-// leave restores root's filesystem identity and reports whether it did.
-func leave(saved []int) bool {
+// leave restores root's filesystem ids and reports whether it did.
+func leave() bool {
 	egid := self().egid
 	unix.SetfsuidRetUid(0)
 	unix.SetfsgidRetGid(egid)
-	return fsuid() == 0 && fsgid() == egid && setgroupsThread(saved) == nil
+	return fsuid() == 0 && fsgid() == egid
+}
+
+// threadHas reports whether the calling thread's supplementary groups are
+// exactly groups (getgroups(2) reads the thread's own credentials).
+func threadHas(groups []int) bool {
+	var buf [64]uint32
+	n, _, e := unix.RawSyscall(unix.SYS_GETGROUPS, uintptr(len(buf)), uintptr(unsafe.Pointer(&buf[0])), 0)
+	if e != 0 || int(n) != len(groups) {
+		return false
+	}
+	have := buf[:n]
+	for _, g := range groups {
+		if !slices.Contains(have, uint32(g)) {
+			return false
+		}
+	}
+	return true
 }
 
 func setgroupsThread(groups []int) error {
