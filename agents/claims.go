@@ -40,11 +40,15 @@ func SameAccount(a, b Claims) bool {
 // a usable credential claims nothing.
 func Inspect(format string, data []byte, now time.Time) Claims {
 	doc, _ := decodeObject(data)
-	return inspect(format, doc, now)
+	return inspect(format, doc, now, nil)
 }
 
 // inspect is Inspect on the decoded document (nil: not one JSON object).
-func inspect(format string, doc obj, now time.Time) Claims {
+// known, when not nil, is what classify made of doc: a usable Claude or
+// Gemini status carries the very expiry the claim is about, which is then
+// not decoded again.
+func inspect(format string, doc obj, now time.Time, known *Status) Claims {
+	usable := known != nil && known.State.Usable()
 	a, ok := agentByFormat(format)
 	if !ok {
 		return Claims{}
@@ -60,12 +64,24 @@ func inspect(format string, doc obj, now time.Time) Claims {
 	var c Claims
 	switch format {
 	case "claude":
-		o, _ := doc.object("claudeAiOauth")
-		exp, _, _ := o.integer("expiresAt")
-		c.Implausible = beyond("expiresAt", millis(exp), a.Lifetime)
+		var t time.Time
+		if usable {
+			t = known.Expiry // expiresAt, as classifyClaude read it
+		} else {
+			o, _ := doc.object("claudeAiOauth")
+			exp, _, _ := o.integer("expiresAt")
+			t = millis(exp)
+		}
+		c.Implausible = beyond("expiresAt", t, a.Lifetime)
 	case "gemini":
-		exp, _, _ := doc.num("expiry_date")
-		c.Implausible = beyond("expiry_date", millis(int64(exp)), a.Lifetime)
+		var t time.Time
+		if usable {
+			t = known.Expiry // expiry_date, as classifyGemini read it
+		} else {
+			exp, _, _ := doc.num("expiry_date")
+			t = millis(int64(exp))
+		}
+		c.Implausible = beyond("expiry_date", t, a.Lifetime)
 	case "codex":
 		t, _ := doc.object("tokens")
 		access, _, _ := t.str("access_token")

@@ -21,7 +21,7 @@ type Facts struct {
 // Examine is Classify and Inspect of data at now, with one decode.
 func Examine(format string, data []byte, now time.Time) Facts {
 	st, doc := classify(format, data, now)
-	f := Facts{Status: st, Claims: inspect(format, doc, now), object: doc != nil}
+	f := Facts{Status: st, Claims: inspect(format, doc, now, &st), object: doc != nil}
 	if doc == nil {
 		return f
 	}
