@@ -59,7 +59,10 @@ func benchStart(cfg *config, t *Table) error {
 	failures := make([]string, len(subjects))
 	const warm = 10
 	for i := -warm; i < cfg.startN; i++ {
-		for j, s := range subjects {
+		for k := range subjects {
+			// Each round starts with the next subject (see benchSync).
+			j := (i + warm + k) % len(subjects)
+			s := subjects[j]
 			cmd := exec.Command(s.argv[0], s.argv[1:]...)
 			begin := time.Now()
 			err := cmd.Run()
