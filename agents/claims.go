@@ -16,20 +16,24 @@ const claimMargin = 30 * time.Minute
 // never lets a container's word on either overrule the host (see
 // sync/guard's package doc).
 type Claims struct {
-	// Accounts is the account each entry is for, where the format names it:
-	// Codex's tokens.account_id (or the id token's chatgpt_account_id) under
-	// "", opencode's accountId under the provider's name.
+	// Accounts is the account each login entry is for, where the format
+	// names one: Codex's tokens.account_id (or the id token's
+	// chatgpt_account_id) under "", opencode's accountId under the
+	// provider's name; "" for a login entry that names none.
 	Accounts map[string]string
 	// Implausible says why an expiry the content claims is beyond now plus
 	// the agent's Lifetime and claimMargin; "" when every claim is plausible.
 	Implausible string
 }
 
-// SameAccount reports whether a and b hold no entry for two different
-// accounts (an entry whose account one side does not name matches).
+// SameAccount reports whether content claiming a may replace content
+// claiming b: every entry b names an account for is, in a, absent or for
+// that same account. An entry of a that names no account where b names one
+// is refused: it cannot show whose it is (a made-up Codex file without
+// account_id and id_token would otherwise pass for anyone's).
 func SameAccount(a, b Claims) bool {
-	for k, v := range a.Accounts {
-		if w, ok := b.Accounts[k]; ok && v != "" && w != "" && v != w {
+	for k, want := range b.Accounts {
+		if got, ok := a.Accounts[k]; ok && want != "" && got != want {
 			return false
 		}
 	}
@@ -97,7 +101,7 @@ func inspect(format string, doc obj, now time.Time, known *Status) Claims {
 			auth, _ := jwtClaims(id).object("https://api.openai.com/auth")
 			acct, _, _ = auth.str("chatgpt_account_id")
 		}
-		if acct != "" {
+		if refresh, _, _ := t.str("refresh_token"); access != "" || refresh != "" {
 			c.Accounts = map[string]string{"": acct}
 		}
 	case "opencode":
@@ -119,7 +123,7 @@ func inspect(format string, doc obj, now time.Time, known *Status) Claims {
 			if why := beyond(name+"'s expires", millis(p.Expires), life); why != "" && c.Implausible == "" {
 				c.Implausible = why
 			}
-			if p.AccountID != "" {
+			if p.Access != "" || p.Refresh != "" {
 				if c.Accounts == nil {
 					c.Accounts = map[string]string{}
 				}

@@ -30,9 +30,13 @@ func TestInspect(t *testing.T) {
 		{"codex", codex(10*24*time.Hour, "acct-1", `{}`), "", "map[:acct-1]"},
 		{"codex", codex(30*24*time.Hour, "acct-1", `{}`), "exp", "map[:acct-1]"},
 		{"codex", codex(time.Hour, "", `{"https://api.openai.com/auth":{"chatgpt_account_id":"acct-2"}}`), "", "map[:acct-2]"},
-		{"codex", `{"OPENAI_API_KEY":null,"tokens":{"access_token":"opaque","refresh_token":"r"},"last_refresh":"2026-11-30T10:00:00Z"}`, "last_refresh", "map[]"},
-		{"opencode", fmt.Sprintf(`{"anthropic":{"type":"oauth","refresh":"r","access":"a","expires":%d,"accountId":"u1"},"openai":{"type":"oauth","refresh":"r","access":"a","expires":%d}}`, ms(8*time.Hour), ms(9*24*time.Hour)), "", "map[anthropic:u1]"},
-		{"opencode", fmt.Sprintf(`{"anthropic":{"type":"oauth","refresh":"r","access":"a","expires":%d}}`, ms(9*24*time.Hour)), "anthropic's expires", "map[]"},
+		{"codex", `{"OPENAI_API_KEY":null,"tokens":{"access_token":"opaque","refresh_token":"r"},"last_refresh":"2026-11-30T10:00:00Z"}`, "last_refresh", "map[:]"},
+		{"codex", codex(time.Hour, "", `{}`), "", "map[:]"},
+		{"codex", `{"OPENAI_API_KEY":"sk-key","tokens":null}`, "", "map[]"},
+		{"codex", `{"OPENAI_API_KEY":null,"tokens":{"access_token":"","refresh_token":""}}`, "", "map[]"},
+		{"opencode", fmt.Sprintf(`{"anthropic":{"type":"oauth","refresh":"r","access":"a","expires":%d,"accountId":"u1"},"openai":{"type":"oauth","refresh":"r","access":"a","expires":%d}}`, ms(8*time.Hour), ms(9*24*time.Hour)), "", "map[anthropic:u1 openai:]"},
+		{"opencode", fmt.Sprintf(`{"anthropic":{"type":"oauth","refresh":"r","access":"a","expires":%d}}`, ms(9*24*time.Hour)), "anthropic's expires", "map[anthropic:]"},
+		{"opencode", `{"anthropic":{"type":"oauth","refresh":"","access":""},"x":{"type":"api","key":"k"}}`, "", "map[]"},
 	} {
 		cl := Inspect(c.format, []byte(c.doc), now)
 		if (c.implausible == "") != (cl.Implausible == "") || !strings.Contains(cl.Implausible, c.implausible) {
@@ -52,12 +56,16 @@ func TestSameAccount(t *testing.T) {
 	}{
 		{Claims{}, true},
 		{Claims{Accounts: map[string]string{"": "me"}}, true},
-		{Claims{Accounts: map[string]string{"": ""}}, true},
+		{Claims{Accounts: map[string]string{"": ""}}, false}, // a login that cannot show whose it is
 		{Claims{Accounts: map[string]string{"": "attacker"}}, false},
-		{Claims{Accounts: map[string]string{"openai": "attacker"}}, true},
+		{Claims{Accounts: map[string]string{"openai": "attacker"}}, true}, // an entry the other side lacks
 	} {
 		if got := SameAccount(c.b, a); got != c.want {
 			t.Errorf("SameAccount(%v, %v) = %v", c.b.Accounts, a.Accounts, got)
 		}
+	}
+	// Nothing named on the side replaced: nothing to compare.
+	if !SameAccount(Claims{Accounts: map[string]string{"": "x", "a": ""}}, Claims{Accounts: map[string]string{"": "", "b": "u"}}) {
+		t.Error("an entry the replaced side names no account for, or lacks, refused")
 	}
 }

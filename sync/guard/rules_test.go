@@ -28,9 +28,9 @@ func unsignedJWT(claims string) string {
 	return enc([]byte(`{"alg":"none"}`)) + "." + enc([]byte(claims)) + "."
 }
 
-// TestForgedFreshnessNeverReachesTheHost: a far-future Claude expiry and a
-// Codex token for another account are never written to the host, and are
-// reported once each.
+// TestForgedFreshnessNeverReachesTheHost: a far-future Claude expiry, a
+// Codex token for another account, and one that names no account where the
+// host's does, are never written to the host, and are reported.
 func TestForgedFreshnessNeverReachesTheHost(t *testing.T) {
 	f := newFx(t)
 	hostFile := f.bind("claude", ".claude/.credentials.json", claudeTok(1))
@@ -49,13 +49,18 @@ func TestForgedFreshnessNeverReachesTheHost(t *testing.T) {
 	s.barrier()
 	renameOwned(t, codexHome, plausible, userUID, userGID)
 	s.barrier()
+	// No account_id, an id token without claims: whose it is cannot be told.
+	unnamed := fmt.Appendf(nil, `{"OPENAI_API_KEY":null,"tokens":{"id_token":"x","access_token":%q,"refresh_token":"evil2"},"last_refresh":%q}`,
+		unsignedJWT(fmt.Sprintf(`{"exp":%d}`, time.Now().Add(49*time.Hour).Unix())), time.Now().UTC().Format(time.RFC3339))
+	renameOwned(t, codexHome, unnamed, userUID, userGID)
+	s.barrier()
 	assertContent(t, hostFile, claudeTok(1))
 	assertContent(t, codexHost, codexTok(1))
 	if r := f.report("claude"); r.Implausible == 0 || r.HostWrites != 0 {
 		t.Fatalf("the forged Claude token was not refused as implausible: %+v", r)
 	}
-	if r := f.report("codex"); r.OtherAccount == 0 || r.HostWrites != 0 {
-		t.Fatalf("the other account's Codex token was not refused as such: %+v", r)
+	if r := f.report("codex"); r.OtherAccount < 2 || r.HostWrites != 0 {
+		t.Fatalf("the other account's Codex token, and the unnamed one, were not refused as such: %+v", r)
 	}
 }
 

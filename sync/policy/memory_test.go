@@ -158,13 +158,15 @@ func TestMemoryClaimsComeFromTheContent(t *testing.T) {
 	}
 	d.holds(Host, a)
 
-	mine, theirs := codex("me", 1), codex("attacker", 5)
-	d = startedWith(t, "codex", mine)
-	d.data[Home] = theirs
-	if a := d.expect(2*time.Second, OnEvent, "leave"); a.Refused != RefusedAccount {
-		t.Fatalf("refused %q", a.Refused)
+	mine := codex("me", 1)
+	for _, theirs := range [][]byte{codex("attacker", 5), codex("", 5)} {
+		d = startedWith(t, "codex", mine)
+		d.data[Home] = theirs
+		if a := d.expect(2*time.Second, OnEvent, "leave"); a.Refused != RefusedAccount {
+			t.Fatalf("%s: refused %q", theirs, a.Refused)
+		}
+		d.holds(Host, mine)
 	}
-	d.holds(Host, mine)
 }
 
 // codex is a Codex auth.json for account acct, refreshed h hours ago

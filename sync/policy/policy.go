@@ -28,7 +28,8 @@
 //  4. Three checks before anything is written to the host: the home content
 //     must claim a plausible expiry (agents.Inspect: at most now plus the
 //     agent's longest token lifetime), name the same account as the host's
-//     (Codex, opencode), and not be stale. A refusal is reported once and
+//     where the host's names one (Codex, opencode; naming none is refused:
+//     agents.SameAccount), and not be stale. A refusal is reported once and
 //     leaves both sides alone; stale content the home went back to is a
 //     regression of the home (rule 7).
 //  5. A torn side (empty, or not parseable: its writer is mid-write) is not
