@@ -59,6 +59,7 @@ type cred struct {
 	queued  [2]uint32
 	reread  bool
 	busy    bool
+	inline  int // the event reader is handling events itself (takeInline)
 	wake    chan struct{}
 	quit    chan struct{}
 	stopped chan struct{}
@@ -165,7 +166,26 @@ func (c *cred) handle(s side, mask uint32) {
 func (c *cred) idle() bool {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	return !c.busy
+	return !c.busy && c.inline == 0
+}
+
+// takeInline reports whether the event reader may handle c's events
+// itself: its worker has none queued or in hand (they come first). Until
+// doneInline, events for c are queued for the worker.
+func (c *cred) takeInline() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.busy || c.inline > 0 {
+		return false
+	}
+	c.inline++
+	return true
+}
+
+func (c *cred) doneInline() {
+	c.qmu.Lock()
+	c.inline--
+	c.qmu.Unlock()
 }
 
 // stopWorker stops the worker (after the event loop) and waits for it.

@@ -162,10 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 		}
 	}
 	g.done = make(chan struct{})
-	go func() {
-		defer close(g.done)
-		in.run(g.handle, g.overflow)
-	}()
+	go g.read()
 	g.poll = g.startPoll()
 	return g, nil
 }
@@ -347,10 +344,52 @@ func (g *Guard) rewatchHome(c *cred) {
 	}
 }
 
-// handle hands a batch of events to the credentials' workers: the event
-// loop itself does no I/O, so a host file whose lock the guard waits for
-// (up to 2 s, see safefs.Flock) delays only its own credential.
-func (g *Guard) handle(batch []dirty) {
+// read is the event reader: one goroutine at a time reads the inotify
+// events (see handle); the one that stops for good closes g.done.
+func (g *Guard) read() {
+	if g.in.run(g.handle, g.overflow) {
+		close(g.done)
+	}
+}
+
+// stallAfter is how long the event reader handles one credential's events
+// itself before another goroutine takes the reading over.
+const stallAfter = 20 * time.Millisecond
+
+// handle carries out a batch of events. The reader handles a credential's
+// events itself when its worker has nothing queued: handing them over
+// would wake a second thread for every event, which on a 2-CPU machine
+// costs the sync about 5% (bench, docs/FIGURES.md). A credential that
+// takes longer than stallAfter (its host file's lock is held: the guard
+// waits up to 2 s, see safefs.Flock) gets a new reader started meanwhile,
+// and this one hands the rest of its batch to the workers and stops: a
+// stuck host file delays the others' events by stallAfter at most.
+func (g *Guard) handle(batch []dirty) bool {
+	for i, d := range batch {
+		c := d.t.c
+		if !c.takeInline() {
+			c.post(d.t.side, d.mask, false)
+			continue
+		}
+		takeover := time.AfterFunc(stallAfter, g.read)
+		c.mu.Lock()
+		c.handle(d.t.side, d.mask)
+		c.mu.Unlock()
+		c.doneInline()
+		if !takeover.Stop() {
+			g.post(batch[i+1:])
+			return false
+		}
+	}
+	return true
+}
+
+// post hands a batch of events to the credentials' workers (the stat poll's,
+// and the rest of a batch the reader stopped handling).
+func (g *Guard) post(batch []dirty) {
+	if len(batch) == 0 {
+		return
+	}
 	for _, d := range batch {
 		d.t.c.post(d.t.side, d.mask, false)
 	}

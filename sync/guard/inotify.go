@@ -120,11 +120,18 @@ type dirty struct {
 }
 
 // run reads events until close is called, calling handle once per target
-// per batch: a burst of events on one file becomes one re-read. It closes
-// the descriptors when it returns.
-func (in *inotify) run(handle func([]dirty), overflow func()) {
-	defer unix.Close(in.stop)
-	defer unix.Close(in.fd)
+// per batch: a burst of events on one file becomes one re-read. It then
+// closes the descriptors and returns true. If handle returns false,
+// another goroutine has taken over the reading (see Guard.handle): run
+// returns false at once and leaves the descriptors to it.
+func (in *inotify) run(handle func([]dirty) bool, overflow func()) (owner bool) {
+	owner = true
+	defer func() {
+		if owner {
+			unix.Close(in.fd)
+			unix.Close(in.stop)
+		}
+	}()
 	buf := make([]byte, 64*1024)
 	var batch []dirty
 	fds := []unix.PollFd{{Fd: int32(in.fd), Events: unix.POLLIN}, {Fd: int32(in.stop), Events: unix.POLLIN}}
@@ -135,17 +142,17 @@ func (in *inotify) run(handle func([]dirty), overflow func()) {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return
+			return true
 		}
 		if fds[1].Revents != 0 {
-			return
+			return true
 		}
 		n, err := unix.Read(in.fd, buf)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil || n <= 0 {
-			return
+			return true
 		}
 		batch = batch[:0]
 		in.mu.Lock()
@@ -194,8 +201,8 @@ func (in *inotify) run(handle func([]dirty), overflow func()) {
 			}
 		}
 		in.mu.Unlock()
-		if len(batch) > 0 {
-			handle(batch)
+		if len(batch) > 0 && !handle(batch) {
+			return false
 		}
 	}
 }

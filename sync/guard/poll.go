@@ -9,9 +9,10 @@ package guard
 //
 // The poller stats each polled file every interval (inode, size, mtime,
 // ctime; mode, owner and link count for attribute changes) and turns a
-// difference into the same dirty batch the inotify loop hands g.handle, so
-// every decision stays in one place. inotify keeps watching both sides: it
-// still sees the home and any change made from inside the VM.
+// difference into the same dirty batch the inotify reader handles (g.post
+// hands it to the workers), so every decision stays in one place. inotify
+// keeps watching both sides: it still sees the home and any change made
+// from inside the VM.
 //
 // The stat asks the filesystem, not the attribute cache (AT_STATX_FORCE_SYNC:
 // FUSE and NFS would otherwise answer from a cache up to a second old). The
@@ -203,7 +204,7 @@ func (g *Guard) startPoll() *poller {
 		return nil
 	}
 	p.stop, p.done = stop, make(chan struct{})
-	go p.run(g.handle)
+	go p.run(g.post)
 	return p
 }
 
