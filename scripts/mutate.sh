@@ -47,6 +47,15 @@ host/bridge/bridge.go ||| bridge: no Keychain re-read before its write ||| if no
 host/bridge/bridge.go ||| bridge: every look restarts the settle wait ||| if in.Side[a.Dst].Changed || p.settle == nil { ||| if true {
 agents/formats.go ||| codex: one token is a logout ||| if access == "" && refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT ||| if access == "" || refresh == "" {\n\t\treturn Status{State: LoggedOut}\n\t}\n\tlastT
 agents/merge.go ||| merge: a duplicate key's first value wins ||| out[i].raw = raw ||| _ = i
+sync/policy/memory.go ||| a remembered status not brought to now ||| return m.examine(data, sum, now).Status.At(now) ||| return m.examine(data, sum, now).Status
+sync/policy/memory.go ||| implausible claims remembered ||| if f.Claims.Implausible != "" || now.Before(f.at) { ||| if false {
+sync/policy/memory.go ||| merge skipped when it keeps something ||| if !agents.MergeNeeded(m.Format, ||| if true || !agents.MergeNeeded(m.Format,
+agents/facts.go ||| claude: MCP logins never merged ||| if !w.keys[k] || k == "mcpOAuth" { ||| if !w.keys[k] {
+agents/facts.go ||| opencode: a fresher loser entry not merged ||| if !w.keys[k] || l.expires[k] > w.expires[k] { ||| if !w.keys[k] {
+agents/claims.go ||| a login naming no account matches any ||| ok && want != "" && got != want ||| ok && want != "" && got != "" && got != want
+sync/guard/guard.go ||| a stuck credential never handed over ||| takeover := time.AfterFunc(stallAfter, g.read) ||| takeover := time.AfterFunc(1000*stallAfter, g.read)
+sync/guard/host.go ||| host path not checked against the held inode ||| if b.authfd >= 0 && (unix.Fstat(b.pfd, &pst) != nil ||| if false && (unix.Fstat(b.pfd, &pst) != nil
+internal/safefs/user.go ||| a thread's groups taken for the user's ||| if !slices.Contains(have, uint32(g)) { ||| if false {
 agents/claims.go ||| lifetime margin ignored ||| return now.Add(lifetime + claimMargin) ||| return now.Add(100 * lifetime + claimMargin)
 LIST
 )
