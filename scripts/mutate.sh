@@ -55,7 +55,7 @@ agents/facts.go ||| opencode: a fresher loser entry not merged ||| if !w.keys[k]
 agents/claims.go ||| a login naming no account matches any ||| ok && want != "" && got != want ||| ok && want != "" && got != "" && got != want
 sync/guard/guard.go ||| a stuck credential never handed over ||| takeover := time.AfterFunc(stallAfter, g.read) ||| takeover := time.AfterFunc(1000*stallAfter, g.read)
 sync/guard/host.go ||| host path not checked against the held inode ||| if b.authfd >= 0 && (unix.Fstat(b.pfd, &pst) != nil ||| if false && (unix.Fstat(b.pfd, &pst) != nil
-internal/safefs/user.go ||| a thread's groups taken for the user's ||| if !slices.Contains(have, uint32(g)) { ||| if false {
+internal/safefs/user.go ||| a thread's groups taken for the user's ||| if !slices.Contains(have, uint32(g)) { ||| if !slices.Contains(have, uint32(g)) && false {
 agents/claims.go ||| lifetime margin ignored ||| return now.Add(lifetime + claimMargin) ||| return now.Add(100 * lifetime + claimMargin)
 LIST
 )
