@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -100,7 +101,14 @@ func WriteMirror(p string, data []byte, still func(cur []byte, err error) bool) 
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", p, err)
 	}
-	if len(data) < len(cur) {
+	// Cut the padding only while the file still holds exactly what was
+	// written: a container's agent writes without the flock, and one that
+	// rewrote the file during the fsync would lose the end of its document
+	// to the cut (TestKeychainLoginWins caught it about once in 30 runs).
+	// The padded document left otherwise is valid as it is. The check and
+	// the cut are microseconds apart, not the fsync's milliseconds; macOS
+	// has no write lease to close that window, as the guard does on Linux.
+	if len(data) < len(cur) && stillHolds(f, buf) {
 		if err := f.Truncate(int64(len(data))); err != nil {
 			return fmt.Errorf("truncate %s: %w", p, err)
 		}
@@ -111,4 +119,14 @@ func WriteMirror(p string, data []byte, still func(cur []byte, err error) bool) 
 		}
 	}
 	return nil
+}
+
+// stillHolds reports whether f holds exactly buf.
+func stillHolds(f *os.File, buf []byte) bool {
+	got := make([]byte, len(buf)+1)
+	n, err := f.ReadAt(got, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false
+	}
+	return bytes.Equal(got[:n], buf)
 }
