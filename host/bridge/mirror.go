@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -108,7 +107,7 @@ func WriteMirror(p string, data []byte, still func(cur []byte, err error) bool) 
 	// The padded document left otherwise is valid as it is. The check and
 	// the cut are microseconds apart, not the fsync's milliseconds; macOS
 	// has no write lease to close that window, as the guard does on Linux.
-	if len(data) < len(cur) && stillHolds(f, buf) {
+	if len(data) < len(cur) && safefs.Holds(fd, buf) {
 		if err := f.Truncate(int64(len(data))); err != nil {
 			return fmt.Errorf("truncate %s: %w", p, err)
 		}
@@ -119,14 +118,4 @@ func WriteMirror(p string, data []byte, still func(cur []byte, err error) bool) 
 		}
 	}
 	return nil
-}
-
-// stillHolds reports whether f holds exactly buf.
-func stillHolds(f *os.File, buf []byte) bool {
-	got := make([]byte, len(buf)+1)
-	n, err := f.ReadAt(got, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return false
-	}
-	return bytes.Equal(got[:n], buf)
 }

@@ -3,7 +3,6 @@
 package safefs
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
@@ -101,15 +100,7 @@ func (w *InPlace) Padded() bool { return int64(len(w.buf)) > w.newLength }
 // Ours reports whether the file still holds exactly what BeginInPlace wrote
 // (nobody wrote since), so that Trim or Undo cannot cut or overwrite another
 // writer's document.
-func (w *InPlace) Ours() bool {
-	var st unix.Stat_t
-	if unix.Fstat(w.fd, &st) != nil || st.Size != int64(len(w.buf)) {
-		return false
-	}
-	got := make([]byte, len(w.buf)+1)
-	n, err := unix.Pread(w.fd, got, 0)
-	return err == nil && bytes.Equal(got[:n], w.buf)
-}
+func (w *InPlace) Ours() bool { return Holds(w.fd, w.buf) }
 
 // Trim cuts the padding, after a successful Sync.
 func (w *InPlace) Trim() error {

@@ -8,10 +8,12 @@
 // in-place write of a bind-mounted file that is never torn, full disk
 // included (inplace.go); and running file operations with a user's
 // filesystem identity (user.go, setfsuid on a locked OS thread). The
-// bounded read and Flock also serve the host side (caw's Keychain bridge).
+// bounded read, Flock and Holds also serve the host side (caw's Keychain
+// bridge).
 package safefs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -103,4 +105,17 @@ func Flock(fd int) (unlock func(), err error) {
 		time.Sleep(wait)
 		wait = min(wait*2, 5*time.Millisecond)
 	}
+}
+
+// Holds reports whether the open file fd holds exactly buf: what an
+// in-place writer checks before it cuts its padding, so that another
+// writer's document (one that takes no lock) is never cut.
+func Holds(fd int, buf []byte) bool {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Size != int64(len(buf)) {
+		return false
+	}
+	got := make([]byte, len(buf)+1)
+	n, err := unix.Pread(fd, got, 0)
+	return err == nil && bytes.Equal(got[:n], buf)
 }

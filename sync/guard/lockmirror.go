@@ -215,8 +215,7 @@ func (g *Guard) startLockMirror(c *cred) *lockMirror {
 		return nil
 	}
 	var homeFd int
-	err := g.home.as(func() error {
-		var err error
+	err := g.home.as(func() (err error) {
 		homeFd, _, err = g.home.openDir(e.ContainerTarget)
 		return err
 	})
